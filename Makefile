@@ -1,0 +1,35 @@
+# flex-bridge: `make demo` and `make test` set up .venv from the pins themselves.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv test lint typecheck pytest demo emulator bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check flex_bridge tests bench
+	$(BIN)/ruff format --check flex_bridge tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict flex_bridge
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(BIN)/flex-bridge demo
+
+emulator: $(STAMP)
+	$(BIN)/flex-bridge emulator
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,3 @@
+from flex_bridge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""The HTTP client under the official ``twilio`` package.
+
+It does three things the package's own ``AsyncTwilioHttpClient`` does not:
+
+- **base-URL rewrite**: with ``FLEX_BRIDGE_TWILIO_BASE_URL=http://host:port`` every request
+  for ``https://<product>.twilio.com/v1/...`` goes to ``http://host:port/<product>/v1/...``
+  (the emulator's address scheme); unset, requests go to Twilio unchanged;
+- **a real timeout** on every request (the package ignores its own ``timeout=``);
+- **no retries** of its own (the package's ``max_retries`` would resend POSTs on 5xx):
+  retry policy lives in one place, ``adapters/retry``.
+
+Transport failures are translated here: a refused connection is transient (nothing was
+sent); a timeout or a dropped connection after the request went out is ambiguous for a write
+and transient for a read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.http.response import Response
+
+from flex_bridge.errors import AmbiguousOutcomeError, TransientUpstreamError
+
+DEFAULT_TIMEOUT = 10.0
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def rewrite_url(url: str, base_url: str | None) -> str:
+    """Map ``https://<product>.twilio.com/<path>`` to ``<base_url>/<product>/<path>``."""
+    if not base_url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not host.endswith(".twilio.com"):
+        return url
+    product = host.split(".", 1)[0]
+    base = urlsplit(base_url.rstrip("/"))
+    return urlunsplit(
+        (base.scheme, base.netloc, f"{base.path}/{product}{parts.path}", parts.query, "")
+    )
+
+
+class BridgeHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+    """An ``AsyncTwilioHttpClient`` with the rewrite, a timeout and no retries.
+
+    Build it inside a running event loop and ``await close()`` it on shutdown.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        connections: int = 100,
+    ) -> None:
+        super().__init__(pool_connections=False, timeout=timeout)
+        self.base_url = base_url
+        self.request_timeout = timeout
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, object] | None = None,
+        data: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Response:
+        method = method.upper()
+        target = rewrite_url(url, self.base_url)
+        sent_headers = dict(headers or {})
+        if auth:
+            sent_headers["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
+        kwargs: dict[str, Any] = {
+            "params": params,
+            "data": data,
+            "headers": sent_headers,
+            "timeout": aiohttp.ClientTimeout(total=timeout or self.request_timeout),
+            "allow_redirects": allow_redirects,
+        }
+        where = f"{method} {urlsplit(url).path}"
+        try:
+            async with self.session.request(method, target, **kwargs) as response:
+                text = await response.text()
+                return Response(response.status, text, response.headers)
+        except aiohttp.ClientConnectorError as exc:
+            raise TransientUpstreamError(f"{where}: cannot connect ({exc.os_error})") from exc
+        except TimeoutError as exc:
+            raise self._lost(method, where, "no answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise self._lost(method, where, f"connection lost ({type(exc).__name__})") from exc
+
+    @staticmethod
+    def _lost(method: str, where: str, what: str) -> Exception:
+        if method in SAFE_METHODS:
+            return TransientUpstreamError(f"{where}: {what}")
+        return AmbiguousOutcomeError(f"{where}: {what}; the change may have been applied")
+
+    async def close(self) -> None:
+        await self.session.close()

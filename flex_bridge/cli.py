@@ -1,0 +1,136 @@
+"""The ``flex-bridge`` command (also ``python -m flex_bridge``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from flex_bridge.errors import ConfigError
+
+
+def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "emulator",
+        help="run the TaskRouter + Sync + Flex token emulator alone",
+        description="Run the emulator. It prints its base URL, credentials and seeded SIDs.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8700)
+    p.add_argument("--state-file", type=Path, help="write the seeded SIDs here as JSON")
+    p.add_argument("--no-seed", action="store_true", help="start with no workspace at all")
+    p.add_argument("--assignment-url", help="the seeded workflow's AssignmentCallbackUrl")
+    p.add_argument(
+        "--fallback-assignment-url", help="the seeded workflow's FallbackAssignmentCallbackUrl"
+    )
+    p.add_argument("--event-url", help="the seeded workspace's EventCallbackUrl")
+    p.add_argument("--workers", type=int, default=3, help="how many seeded workers (default 3)")
+    p.add_argument(
+        "--reservation-timeout",
+        type=int,
+        default=120,
+        help="the seeded workflow's TaskReservationTimeout in seconds (default 120)",
+    )
+    p.add_argument(
+        "--no-sync-rate-limit",
+        action="store_true",
+        help="do not enforce Sync's 20 writes/s per object",
+    )
+    p.add_argument("--fault-seed", type=int, default=0, help="seed of the fault injector")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flex-bridge",
+        description="Sync-first coordination of TaskRouter reservations for Twilio Flex.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _emulator_parser(sub)
+    demo = sub.add_parser(
+        "demo",
+        help="run the scripted scenario on the embedded emulator",
+        description="Start the emulator and drive a short scenario through the official "
+        "twilio client, printing each step. Exits non-zero if anything was unexpected.",
+    )
+    demo.add_argument("--quiet", action="store_true", help="print only the summary")
+    return parser
+
+
+async def run_emulator(args: argparse.Namespace) -> int:
+    from flex_bridge.emulator.app import create_emulator_app
+    from flex_bridge.emulator.core import Emulator
+    from flex_bridge.emulator.seed import SeedOptions, seed
+    from flex_bridge.serving import base_url, bind, serve_app
+    from flex_bridge.settings import EmulatorSettings
+
+    settings = EmulatorSettings.from_env()
+    emu = Emulator(
+        settings.config(sync_rate_limit=not args.no_sync_rate_limit, fault_seed=args.fault_seed)
+    )
+    sock = bind(args.host, args.port)
+    url = base_url(sock)
+    print(f"flex-bridge emulator listening on {url}")
+    print(f"  account SID   {emu.config.account_sid}")
+    print(f"  auth token    {emu.config.auth_token}")
+    for key, secret in emu.config.api_keys.items():
+        print(f"  API key       {key} / {secret}")
+    print(f"  set FLEX_BRIDGE_TWILIO_BASE_URL={url}")
+    if not args.no_seed:
+        if args.workers < 0:
+            raise ConfigError("--workers must not be negative")
+        names = tuple(f"Worker {i + 1}" for i in range(args.workers))
+        if args.workers == 3:
+            names = ("Alice", "Bob", "Carol")
+        state = seed(
+            emu,
+            SeedOptions(
+                workers=names,
+                assignment_url=args.assignment_url,
+                fallback_assignment_url=args.fallback_assignment_url,
+                event_url=args.event_url,
+                reservation_timeout=args.reservation_timeout,
+            ),
+        )
+        print(f"  workspace     {state.workspace_sid}")
+        print(f"  workflow      {state.workflow_sid}")
+        print(f"  task queue    {state.task_queue_sid}")
+        print(f"  sync service  {state.sync_service_sid}")
+        for name, sid in state.activities.items():
+            print(f"  activity      {sid}  {name}")
+        for worker in state.workers:
+            print(f"  worker        {worker['sid']}  {worker['friendly_name']}")
+        if args.state_file:
+            from dataclasses import replace
+
+            args.state_file.write_text(replace(state, base_url=url).to_json() + "\n")
+            print(f"  state file    {args.state_file}")
+    sys.stdout.flush()
+    shutdown = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, shutdown.set)
+    await serve_app(create_emulator_app(emu), sock, shutdown)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "emulator":
+            return asyncio.run(run_emulator(args))
+        if args.command == "demo":
+            from flex_bridge.demo import run_demo
+
+            return asyncio.run(run_demo(quiet=args.quiet))
+    except ConfigError as exc:
+        print(f"flex-bridge: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"flex-bridge: {exc}", file=sys.stderr)
+        return 1
+    return 2

@@ -1,0 +1,126 @@
+"""The emulator as one object: its state, clock, faults, log, feed and outgoing webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from flex_bridge.emulator.api import Router
+from flex_bridge.emulator.clock import Clock, Scheduler
+from flex_bridge.emulator.faults import Faults
+from flex_bridge.emulator.feed import Feed
+from flex_bridge.emulator.iam import TokenStore
+from flex_bridge.emulator.log import RequestLog
+from flex_bridge.emulator.spec import load_spec
+from flex_bridge.emulator.sync import SyncStore
+from flex_bridge.emulator.sync_api import register_sync_routes
+from flex_bridge.emulator.taskrouter import ASSIGNMENT_TIMEOUT, TaskRouter
+from flex_bridge.emulator.taskrouter_api import Renderer, register_taskrouter_routes
+from flex_bridge.emulator.webhooks import WebhookSender
+
+DEFAULT_ACCOUNT_SID = "ACf1eb0000000000000000000000000001"
+DEFAULT_AUTH_TOKEN = "emulator-auth-token"
+DEFAULT_API_KEY = "SKf1eb0000000000000000000000000001"
+DEFAULT_API_SECRET = "emulator-api-secret"
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorConfig:
+    account_sid: str = DEFAULT_ACCOUNT_SID
+    auth_token: str = DEFAULT_AUTH_TOKEN
+    api_keys: dict[str, str] = field(default_factory=lambda: {DEFAULT_API_KEY: DEFAULT_API_SECRET})
+    fault_seed: int = 0
+    sync_rate_limit: bool = True
+    assignment_timeout: float = ASSIGNMENT_TIMEOUT
+    event_attempts: int = 3
+    event_retry_base: float = 1.0
+
+
+class Emulator:
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self.clock = Clock()
+        self.scheduler = Scheduler(self.clock)
+        self.log = RequestLog(self.clock)
+        self.feed = Feed()
+        self.faults = Faults(self.config.fault_seed)
+        self.sender = WebhookSender(
+            self.config.auth_token,
+            self.log,
+            event_attempts=self.config.event_attempts,
+            retry_base=self.config.event_retry_base,
+        )
+        self.taskrouter = TaskRouter(
+            self.config.account_sid,
+            self.clock,
+            self.scheduler,
+            self.feed,
+            self.log,
+            self.sender,
+            assignment_timeout=self.config.assignment_timeout,
+        )
+        self.sync = SyncStore(
+            self.config.account_sid,
+            self.clock,
+            self.scheduler,
+            self.feed,
+            rate_limit=self.config.sync_rate_limit,
+        )
+        self.tokens = TokenStore(self.clock)
+        self.routers = {
+            "taskrouter": Router(load_spec("taskrouter")),
+            "sync": Router(load_spec("sync")),
+        }
+        register_taskrouter_routes(self.routers["taskrouter"], self.taskrouter)
+        register_sync_routes(self.routers["sync"], self.sync)
+        self._scheduler_task: asyncio.Task[None] | None = None
+
+    def credentials_ok(self, username: str, password: str) -> bool:
+        if username == self.config.account_sid:
+            return password == self.config.auth_token
+        secret = self.config.api_keys.get(username)
+        return secret is not None and password == secret
+
+    async def start(self) -> None:
+        if self._scheduler_task is None:
+            self._scheduler_task = asyncio.get_running_loop().create_task(self.scheduler.run())
+
+    async def close(self) -> None:
+        if self._scheduler_task is not None:
+            self._scheduler_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._scheduler_task
+            self._scheduler_task = None
+        await self.sender.close()
+
+    def dump(self) -> dict[str, Any]:
+        renderer = Renderer(self.taskrouter)
+        workspaces = []
+        for ws in self.taskrouter.workspaces.values():
+            workspaces.append(
+                {
+                    **renderer.workspace(ws),
+                    "activities": [renderer.activity(ws, a) for a in ws.activities.values()],
+                    "task_queues": [renderer.task_queue(ws, q) for q in ws.task_queues.values()],
+                    "workflows": [renderer.workflow(ws, w) for w in ws.workflows.values()],
+                    "workers": [renderer.worker(ws, w) for w in ws.workers.values()],
+                    "tasks": [renderer.task(ws, t) for t in ws.tasks.values()],
+                    "reservations": [
+                        {
+                            **renderer.reservation(ws, r, under_worker=False),
+                            "instructions": r.instructions,
+                        }
+                        for r in ws.reservations.values()
+                    ],
+                }
+            )
+        return {
+            "account_sid": self.config.account_sid,
+            "clock": {"now": self.clock.now(), "offset": self.clock.offset},
+            "taskrouter": {"workspaces": workspaces},
+            "sync": self.sync.dump(),
+            "tokens": self.tokens.count(),
+            "faults": self.faults.describe(),
+        }

@@ -1,0 +1,169 @@
+"""TaskRouter's resources as the emulator keeps them in memory."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from flex_bridge.emulator.clock import Timer
+from flex_bridge.emulator.expressions import Expression, WorkflowConfiguration
+
+RESERVATION_ACTIVE = frozenset({"pending", "accepted", "wrapping"})
+TASK_OPEN = frozenset({"pending", "reserved", "assigned", "wrapping"})
+
+
+def new_sid(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex
+
+
+def parse_attributes(text: str | None) -> dict[str, Any]:
+    """Attributes as an object for routing; anything that is not a JSON object routes as {}."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(slots=True)
+class Activity:
+    sid: str
+    friendly_name: str
+    available: bool
+    date_created: float
+    date_updated: float
+
+
+@dataclass(slots=True)
+class TaskChannel:
+    sid: str
+    unique_name: str
+    friendly_name: str
+    channel_optimized_routing: bool | None
+    date_created: float
+    date_updated: float
+
+
+@dataclass(slots=True)
+class TaskQueue:
+    sid: str
+    friendly_name: str
+    target_workers: str
+    expression: Expression
+    max_reserved_workers: int
+    task_order: str
+    reservation_activity_sid: str | None
+    assignment_activity_sid: str | None
+    date_created: float
+    date_updated: float
+
+
+@dataclass(slots=True)
+class Workflow:
+    sid: str
+    friendly_name: str
+    configuration: str
+    parsed: WorkflowConfiguration
+    assignment_callback_url: str | None
+    fallback_assignment_callback_url: str | None
+    task_reservation_timeout: int
+    date_created: float
+    date_updated: float
+
+
+@dataclass(slots=True)
+class Worker:
+    sid: str
+    friendly_name: str
+    activity_sid: str
+    attributes: str
+    parsed: dict[str, Any]
+    date_created: float
+    date_updated: float
+    date_status_changed: float
+    idle_since: float
+    version: int = 0
+
+
+@dataclass(slots=True)
+class Reservation:
+    sid: str
+    task_sid: str
+    worker_sid: str
+    status: str
+    date_created: float
+    date_updated: float
+    deadline: float
+    timer: Timer | None = None
+    instructions: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Task:
+    sid: str
+    attributes: str
+    assignment_status: str
+    priority: int
+    timeout: int
+    workflow_sid: str | None
+    task_queue_sid: str | None
+    task_channel_sid: str | None
+    date_created: float
+    date_updated: float
+    task_queue_entered_date: float | None
+    virtual_start_time: float
+    target_expression: Expression | None = None
+    reason: str | None = None
+    version: int = 0
+    rejections: int = 0
+    rejected_by: set[str] = field(default_factory=set)
+    reservation_sids: list[str] = field(default_factory=list)
+    ttl_timer: Timer | None = None
+
+    @property
+    def etag(self) -> str:
+        return str(self.version)
+
+    def touch(self, now: float) -> None:
+        self.version += 1
+        self.date_updated = now
+
+
+@dataclass(slots=True)
+class Event:
+    sid: str
+    event_type: str
+    resource_type: str
+    resource_sid: str
+    description: str
+    data: dict[str, str]
+    date: float
+
+
+@dataclass(slots=True)
+class Workspace:
+    sid: str
+    friendly_name: str
+    event_callback_url: str | None
+    events_filter: list[str] | None
+    multi_task_enabled: bool
+    prioritize_queue_order: str
+    default_activity_sid: str
+    timeout_activity_sid: str
+    date_created: float
+    date_updated: float
+    activities: dict[str, Activity] = field(default_factory=dict)
+    task_channels: dict[str, TaskChannel] = field(default_factory=dict)
+    task_queues: dict[str, TaskQueue] = field(default_factory=dict)
+    workflows: dict[str, Workflow] = field(default_factory=dict)
+    workers: dict[str, Worker] = field(default_factory=dict)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    # Indexes kept by the engine so matching does not scan every task and reservation.
+    pending_tasks: set[str] = field(default_factory=set)
+    worker_active: dict[str, set[str]] = field(default_factory=dict)

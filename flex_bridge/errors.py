@@ -1,0 +1,86 @@
+"""The one exception hierarchy of flex-bridge.
+
+Third-party errors (twilio, aiohttp) are translated into these at the adapter boundary;
+nothing above the adapters catches a library's exception type.
+
+::
+
+    FlexBridgeError
+    ├── ConfigError                 a missing or invalid setting (start-up stops)
+    ├── ValidationError             bad input from a caller (HTTP 400)
+    └── UpstreamError               Twilio (or the emulator) answered badly or not at all
+        ├── TransientUpstreamError  429, 5xx, refused/reset connection: safe to retry
+        │   └── RateLimitedError    429, carries retry_after
+        ├── AmbiguousOutcomeError   sent, but the outcome is unknown (timeout, dropped reply)
+        └── RejectedError           4xx: Twilio refused; carries Twilio's code
+            ├── NotFoundError       404 / 20404
+            ├── ConflictError       the state does not allow it (20001, 40114, 40135, 40136)
+            └── PreconditionFailed  412 (If-Match mismatch: 20412, 54103, 54205, 54155)
+"""
+
+from __future__ import annotations
+
+
+class FlexBridgeError(Exception):
+    """Base of every error flex-bridge raises on purpose."""
+
+
+class ConfigError(FlexBridgeError):
+    """A setting is missing or invalid. The message names it."""
+
+
+class ValidationError(FlexBridgeError):
+    """A caller's input is invalid. The message says where."""
+
+
+class UpstreamError(FlexBridgeError):
+    """An upstream call failed.
+
+    ``status`` is the HTTP status (None when no response arrived), ``code`` Twilio's error
+    code when it gave one.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+
+class TransientUpstreamError(UpstreamError):
+    """A failure that did not change anything upstream, or may be retried safely."""
+
+
+class RateLimitedError(TransientUpstreamError):
+    """HTTP 429. ``retry_after`` is the server's hint in seconds, if it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = 429,
+        code: int | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message, status=status, code=code)
+        self.retry_after = retry_after
+
+
+class AmbiguousOutcomeError(UpstreamError):
+    """The request may or may not have been applied. Resolve by fetching, never by resending."""
+
+
+class RejectedError(UpstreamError):
+    """Twilio refused the request (a 4xx other than 429)."""
+
+
+class NotFoundError(RejectedError):
+    """The resource does not exist."""
+
+
+class ConflictError(RejectedError):
+    """The resource's state does not allow the change."""
+
+
+class PreconditionFailed(RejectedError):
+    """The If-Match revision or ETag did not match."""

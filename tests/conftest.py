@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from flex_bridge.emulator.core import EmulatorConfig
+from flex_bridge.emulator.seed import SeedOptions
+from tests.support.emulator import (
+    Admin,
+    CallbackServer,
+    RunningEmulator,
+    start_callback_server,
+    twilio_client,
+)
+
+DEFAULT_SEED = SeedOptions()
+
+
+@pytest.fixture
+def start_emulator() -> Iterator[Callable[..., RunningEmulator]]:
+    started: list[RunningEmulator] = []
+
+    def start(
+        config: EmulatorConfig | None = None,
+        options: SeedOptions | None = DEFAULT_SEED,
+        **config_overrides: Any,
+    ) -> RunningEmulator:
+        cfg = config or EmulatorConfig(**config_overrides)
+        running = RunningEmulator(cfg, options).start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def emulator(start_emulator: Callable[..., RunningEmulator]) -> RunningEmulator:
+    return start_emulator()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def admin(emulator: RunningEmulator, session: aiohttp.ClientSession) -> Admin:
+    return Admin(emulator, session)
+
+
+@pytest.fixture
+async def client(emulator: RunningEmulator) -> AsyncIterator[Any]:
+    c = twilio_client(emulator)
+    yield c
+    await c.http_client.close()
+
+
+@pytest.fixture
+async def callbacks() -> AsyncIterator[CallbackServer]:
+    server = await start_callback_server()
+    yield server
+    assert server.runner is not None
+    await server.runner.cleanup()
