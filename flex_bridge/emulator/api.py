@@ -80,18 +80,18 @@ def _coerce(name: str, schema: JSON, raw: str) -> Any:
     if "enum" in schema and raw not in schema["enum"]:
         allowed = ", ".join(schema["enum"])
         raise invalid(f"{name} must be one of {allowed}; got {raw!r}")
-    if kind == "integer":
+    if kind in ("integer", "number"):
         try:
-            return int(raw)
+            value: float = int(raw) if kind == "integer" else float(raw)
         except ValueError:
-            raise invalid(f"{name} must be an integer; got {raw!r}") from None
-    if kind == "number":
-        try:
-            value = float(raw)
-        except ValueError:
-            raise invalid(f"{name} must be a number; got {raw!r}") from None
+            raise invalid(
+                f"{name} must be {'an integer' if kind == 'integer' else 'a number'}; got {raw!r}"
+            ) from None
         if not math.isfinite(value):
             raise invalid(f"{name} must be a finite number")
+        low, high = schema.get("minimum"), schema.get("maximum")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise invalid(f"{name} must be between {low} and {high}; got {raw}")
         return value
     if kind == "boolean":
         lowered = raw.lower()

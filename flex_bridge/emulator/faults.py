@@ -15,29 +15,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from flex_bridge.emulator.ratelimit import TokenBucket
+
 ERROR_STATUSES = (429, 500, 503)
 LOSE_MODES = ("drop", "504")
 
 
 class FaultSpecError(ValueError):
     """A fault rule that does not make sense; the message names the field."""
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    rate: float
-    capacity: float
-    tokens: float
-    stamp: float
-
-    def take(self, now: float) -> float:
-        """Take one token; returns 0 when granted, else seconds until one is available."""
-        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
 
 
 @dataclass(slots=True)
@@ -151,11 +136,8 @@ def parse_rule(raw: Any) -> FaultRule:
         rule.rate_limit_rps = _non_negative(rps, "rate_limit_rps")
         if rule.rate_limit_rps <= 0:
             raise FaultSpecError("rate_limit_rps must be positive")
-        rule.bucket = TokenBucket(
-            rule.rate_limit_rps,
-            max(1.0, rule.rate_limit_rps),
-            max(1.0, rule.rate_limit_rps),
-            time.monotonic(),
+        rule.bucket = TokenBucket.full(
+            rule.rate_limit_rps, max(1.0, rule.rate_limit_rps), time.monotonic()
         )
     rule.lose_after_commit = _probability(raw.get("lose_after_commit", 0), "lose_after_commit")
     mode = raw.get("lose_mode", "drop")

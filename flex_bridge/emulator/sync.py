@@ -9,8 +9,10 @@ Behaviour kept from Twilio:
 
 - Documents, Maps, Lists and Streams are addressed by SID or by unique name. Unique names are
   unique per kind within a service (a Map and a Document may share one).
-- Documents, Map items and List items carry a ``revision``: "0" when created, one more on every
-  write. Maps and Lists have their own revision, bumped on every write to them or their items.
+- Documents carry a ``revision``: "0" when created, one more on every write. Maps and Lists
+  have their own revision, bumped on every write to them or their items, and an item takes
+  its collection's revision on each write: revisions are opaque strings that only grow, and a
+  deleted and re-created item never reuses one that a stale ``If-Match`` could still name.
   ``If-Match`` (the revision, optionally quoted, or ``*``) makes an update or delete
   conditional.
 - TTLs are fixed at write time. 0 means "never expires"; an update that sends no TTL keeps the
@@ -77,6 +79,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from flex_bridge.emulator.api import ApiError
 from flex_bridge.emulator.clock import Clock, Scheduler, Timer, iso
 from flex_bridge.emulator.feed import Feed
+from flex_bridge.emulator.ratelimit import TokenBucket
 
 JSON = dict[str, Any]
 
@@ -121,29 +124,6 @@ DOCUMENT = Kind("document", "Document", "ET", 54100)
 MAP = Kind("map", "Map", "MP", 54200)
 LIST = Kind("list", "List", "ES", 54150)
 STREAM = Kind("stream", "Stream", "TO", 54250)
-
-
-@dataclass(slots=True)
-class TokenBucket:
-    rate: float
-    capacity: float
-    tokens: float
-    stamp: float
-
-    @classmethod
-    def full(cls, rate: float, now: float) -> TokenBucket:
-        capacity = rate * BURST_SECONDS
-        return cls(rate=rate, capacity=capacity, tokens=capacity, stamp=now)
-
-    def take(self, now: float) -> float:
-        """Take one token; 0 when granted, else the seconds until one is available."""
-        elapsed = max(0.0, now - self.stamp)
-        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,7 +483,7 @@ class SyncStore:
             return
         now = self._monotonic()
         if obj.bucket is None:
-            obj.bucket = TokenBucket.full(WRITE_RATE, now)
+            obj.bucket = TokenBucket.full(WRITE_RATE, WRITE_RATE * BURST_SECONDS, now)
         self._take(obj.bucket, now, f"{obj.KIND.label} {obj.sid}")
 
     @staticmethod
@@ -803,6 +783,9 @@ class SyncStore:
             self._set_item_expiry(parent, item, _expiry(item_ttl, now))
         item.date_updated = now
         self._touch(parent, now)
+        # Item revisions come from the collection's counter, so a deleted and re-created
+        # item never reuses a revision that a stale If-Match could still name.
+        item.revision = parent.revision
         if collection_ttl is not None:
             self._set_expiry(registry, parent, _expiry(collection_ttl, now))
 
@@ -893,7 +876,6 @@ class SyncStore:
         value = None if data is None else parse_data(data, not_object=54206, what="Map Item")
         chosen_ttl, collection_ttl = self._item_ttls(ttl, item_ttl, collection_ttl)
         _check_revision(if_match, item.revision, 54205, "Map Item")
-        item.revision += 1
         self._write_item(registry, sync_map, item, value, chosen_ttl, collection_ttl, now)
         self._publish_item("updated", sync_map, item)
         return sync_map, item
@@ -996,7 +978,6 @@ class SyncStore:
         value = None if data is None else parse_data(data, not_object=54156, what="List Item")
         chosen_ttl, collection_ttl = self._item_ttls(ttl, item_ttl, collection_ttl)
         _check_revision(if_match, item.revision, 54155, "List Item")
-        item.revision += 1
         self._write_item(registry, sync_list, item, value, chosen_ttl, collection_ttl, now)
         self._publish_item("updated", sync_list, item)
         return sync_list, item
@@ -1077,7 +1058,9 @@ class SyncStore:
         if self.rate_limit:
             mono = self._monotonic()
             if stream.message_bucket is None:
-                stream.message_bucket = TokenBucket.full(STREAM_MESSAGE_RATE, mono)
+                stream.message_bucket = TokenBucket.full(
+                    STREAM_MESSAGE_RATE, STREAM_MESSAGE_RATE * BURST_SECONDS, mono
+                )
             self._take(stream.message_bucket, mono, f"Stream {stream.sid}")
         value = parse_data(
             data, not_object=54251, what="Stream Message", limit=MAX_STREAM_MESSAGE_BYTES

@@ -473,42 +473,48 @@ def test_map_item_crud_and_revisions(emu: Emulator, svc: str) -> None:
 
     created = emu.post(items, {"Key": "WR1", "Data": {"phase": "pending"}})
     assert created.status == 201
-    assert created.headers == {"ETag": "0"}
+    first = created.headers["ETag"]
     item = body_of(created)
     assert item["key"] == "WR1"
     assert item["map_sid"] == map_sid
-    assert item["revision"] == "0"
+    assert item["revision"] == first
     assert item["url"] == f"{HOST}/v1/Services/{svc}/Maps/{map_sid}/Items/WR1"
 
     emu.fails("POST", items, {"Key": "WR1", "Data": {}}, status=409, code=54208)
 
     fetched = emu.request("GET", f"/v1/Services/{svc}/Maps/{map_sid}/Items/WR1")
     assert body_of(fetched)["data"] == {"phase": "pending"}
-    assert fetched.headers["ETag"] == "0"
+    assert fetched.headers["ETag"] == first
 
-    updated = emu.post(f"{items}/WR1", {"Data": {"phase": "applied"}}, headers={"If-Match": "0"})
-    assert updated.headers["ETag"] == "1"
+    updated = emu.post(f"{items}/WR1", {"Data": {"phase": "applied"}}, headers={"If-Match": first})
+    second = updated.headers["ETag"]
+    assert int(second) > int(first)
     assert body_of(updated)["data"] == {"phase": "applied"}
 
     emu.fails(
         "POST",
         f"{items}/WR1",
         {"Data": {"phase": "failed"}},
-        headers={"If-Match": "0"},
+        headers={"If-Match": first},
         status=412,
         code=54205,
     )
-    emu.fails("DELETE", f"{items}/WR1", headers={"If-Match": "0"}, status=412, code=54205)
+    emu.fails("DELETE", f"{items}/WR1", headers={"If-Match": first}, status=412, code=54205)
     assert emu.get(f"{items}/WR1")["data"] == {"phase": "applied"}
 
     # Each item write also moves the map's own revision.
-    assert emu.get(f"/v1/Services/{svc}/Maps/m")["revision"] == "2"
+    assert emu.get(f"/v1/Services/{svc}/Maps/m")["revision"] == second
 
-    assert emu.request("DELETE", f"{items}/WR1", headers={"If-Match": "1"}).status == 204
+    assert emu.request("DELETE", f"{items}/WR1", headers={"If-Match": second}).status == 204
     emu.fails("GET", f"{items}/WR1", status=404, code=54201)
     emu.fails("POST", f"{items}/WR1", {"Data": {}}, status=404, code=54201)
-    # The key is free again; a new item starts at revision 0.
-    assert emu.post(items, {"Key": "WR1", "Data": {}}).headers["ETag"] == "0"
+    # The key is free again; the new item never reuses a revision of the old one, so a
+    # stale If-Match from before the delete cannot match it.
+    again = emu.post(items, {"Key": "WR1", "Data": {}}).headers["ETag"]
+    assert again not in (first, second)
+    emu.fails(
+        "POST", f"{items}/WR1", {"Data": {}}, headers={"If-Match": second}, status=412, code=54205
+    )
 
 
 def test_deleting_a_map_deletes_its_items(emu: Emulator, svc: str) -> None:
@@ -594,20 +600,27 @@ def test_list_items(emu: Emulator, svc: str) -> None:
     emu.post(f"/v1/Services/{svc}/Lists", {"UniqueName": "log"})
     list_sid = emu.get(f"/v1/Services/{svc}/Lists/log")["sid"]
     items = f"/v1/Services/{svc}/Lists/log/Items"
+    revisions = []
     for n in range(3):
         reply = emu.post(items, {"Data": {"n": n}})
         assert body_of(reply)["index"] == n
-        assert reply.headers["ETag"] == "0"
+        revisions.append(reply.headers["ETag"])
+    assert len(set(revisions)) == 3
     assert body_of(emu.post(items, {"Data": {"n": 3}}))["list_sid"] == list_sid
 
     fetched = emu.request("GET", f"{items}/1")
     assert body_of(fetched)["data"] == {"n": 1}
     assert body_of(fetched)["url"] == f"{HOST}/v1/Services/{svc}/Lists/{list_sid}/Items/1"
 
-    updated = emu.post(f"{items}/1", {"Data": {"n": 10}}, headers={"If-Match": "0"})
-    assert updated.headers["ETag"] == "1"
+    updated = emu.post(f"{items}/1", {"Data": {"n": 10}}, headers={"If-Match": revisions[1]})
+    assert int(updated.headers["ETag"]) > int(revisions[2])
     emu.fails(
-        "POST", f"{items}/1", {"Data": {"n": 11}}, headers={"If-Match": "0"}, status=412, code=54155
+        "POST",
+        f"{items}/1",
+        {"Data": {"n": 11}},
+        headers={"If-Match": revisions[1]},
+        status=412,
+        code=54155,
     )
     emu.fails("DELETE", f"{items}/1", headers={"If-Match": "7"}, status=412, code=54155)
     assert emu.request("DELETE", f"{items}/1").status == 204
@@ -912,10 +925,10 @@ def test_feed_messages_for_map_items(emu: Emulator, svc: str) -> None:
         assert common.items() <= event.items()
     added, updated, removed = events[1:4]
     assert added["key"] == "WR1"
-    assert added["revision"] == "0"
     assert added["data"] == {"p": 1}
     assert added["date_expires"] == iso(EPOCH + 60)
-    assert (updated["revision"], updated["data"]) == ("1", {"p": 2})
+    assert int(updated["revision"]) > int(added["revision"])
+    assert updated["data"] == {"p": 2}
     assert updated["date_expires"] == iso(EPOCH + 60)
     assert removed["reason"] == "deleted"
     assert events[4]["reason"] == "deleted"
@@ -979,7 +992,7 @@ def test_dump_is_json(emu: Emulator, svc: str) -> None:
     assert sync_map["items"] == [
         {
             "key": "k",
-            "revision": "0",
+            "revision": "1",
             "data": {"x": 1},
             "date_created": iso(EPOCH),
             "date_updated": iso(EPOCH),
