@@ -49,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sync-first coordination of TaskRouter reservations for Twilio Flex.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run the bridge (behind Hypercorn)",
+        description="Run the bridge. Settings come from the environment (see README).",
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     _emulator_parser(sub)
     demo = sub.add_parser(
         "demo",
@@ -118,9 +126,31 @@ async def run_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+async def run_serve(args: argparse.Namespace) -> int:
+    from flex_bridge import logs
+    from flex_bridge.serving import base_url, bind, serve_app
+    from flex_bridge.settings import Settings
+    from flex_bridge.web import create_app
+
+    settings = Settings.from_env()
+    logs.configure(args.log_level)
+    app = create_app(settings)
+    sock = bind(args.host, args.port)
+    print(f"flex-bridge listening on {base_url(sock)}", flush=True)
+    shutdown = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, shutdown.set)
+    await serve_app(app, sock, shutdown)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "serve":
+            return asyncio.run(run_serve(args))
         if args.command == "emulator":
             return asyncio.run(run_emulator(args))
         if args.command == "demo":

@@ -8,6 +8,9 @@ nothing above the adapters catches a library's exception type.
     FlexBridgeError
     ├── ConfigError                 a missing or invalid setting (start-up stops)
     ├── ValidationError             bad input from a caller (HTTP 400)
+    ├── AuthenticationError         no or invalid Flex token / webhook signature (401)
+    ├── ForbiddenError              valid token, not allowed: another agent's reservation (403)
+    ├── JournalError                the journal could not be read or written (adapters.journal)
     └── UpstreamError               Twilio (or the emulator) answered badly or not at all
         ├── TransientUpstreamError  429, 5xx, refused/reset connection: safe to retry
         │   └── RateLimitedError    429, carries retry_after
@@ -84,3 +87,15 @@ class ConflictError(RejectedError):
 
 class PreconditionFailed(RejectedError):
     """The If-Match revision or ETag did not match."""
+
+
+class AuthenticationError(FlexBridgeError):
+    """No credentials, or credentials that are not valid (HTTP 401)."""
+
+
+class ForbiddenError(FlexBridgeError):
+    """Valid credentials that do not allow this action (HTTP 403)."""
+
+
+class JournalError(FlexBridgeError):
+    """The journal could not be read or written."""

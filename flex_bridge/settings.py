@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
+from flex_bridge.adapters.journal import journal_path
+from flex_bridge.domain.policy import Policy, PolicyError, parse_policy
 from flex_bridge.emulator.core import (
     DEFAULT_ACCOUNT_SID,
     DEFAULT_API_KEY,
@@ -49,4 +54,113 @@ class EmulatorSettings:
             auth_token=self.auth_token,
             api_keys=dict(self.api_keys),
             **overrides,  # type: ignore[arg-type]
+        )
+
+
+_SID_RE = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
+
+
+def _sid(env: Mapping[str, str], name: str, prefix: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"{name} is required")
+    if not (_SID_RE.match(value) and value.startswith(prefix)):
+        raise ConfigError(f"{name} must be {prefix} followed by 32 hex digits")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http:// or https:// URL; got {value!r}")
+    return value.rstrip("/")
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds; got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive")
+    return value
+
+
+def load_policy(path: str | None) -> Policy:
+    if not path:
+        return Policy()
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"FLEX_BRIDGE_POLICY: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"FLEX_BRIDGE_POLICY: {path} is not valid TOML: {exc}") from None
+    try:
+        return parse_policy(data)
+    except PolicyError as exc:
+        raise ConfigError(f"FLEX_BRIDGE_POLICY: {path}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the bridge takes from its environment, checked once at start-up."""
+
+    account_sid: str
+    auth_token: str
+    workspace_sid: str
+    sync_service_sid: str
+    api_key: str | None = None
+    api_secret: str | None = None
+    twilio_base_url: str | None = None
+    public_url: str | None = None
+    journal: str = "flex-bridge.db"
+    policy: Policy = field(default_factory=Policy)
+    policy_path: str | None = None
+    http_timeout: float = 10.0
+    crash_at: str | None = None
+
+    @property
+    def rest_auth(self) -> tuple[str, str]:
+        """REST credentials: the API key pair when given, else the account SID and token."""
+        if self.api_key and self.api_secret:
+            return (self.api_key, self.api_secret)
+        return (self.account_sid, self.auth_token)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        account_sid = _sid(env, "TWILIO_ACCOUNT_SID", "AC")
+        auth_token = env.get("TWILIO_AUTH_TOKEN", "").strip()
+        if not auth_token:
+            raise ConfigError(
+                "TWILIO_AUTH_TOKEN is required: webhook signatures are verified with it"
+            )
+        key, secret = env.get("TWILIO_API_KEY") or None, env.get("TWILIO_API_SECRET") or None
+        if bool(key) != bool(secret):
+            raise ConfigError("TWILIO_API_KEY and TWILIO_API_SECRET must be set together")
+        policy_path = env.get("FLEX_BRIDGE_POLICY") or None
+        crash_at = env.get("FLEX_BRIDGE_CRASH_AT") or None
+        if crash_at and crash_at.partition(":")[0] not in ("recorded", "announced", "applied"):
+            raise ConfigError("FLEX_BRIDGE_CRASH_AT must be recorded, announced or applied[:n]")
+        return cls(
+            account_sid=account_sid,
+            auth_token=auth_token,
+            workspace_sid=_sid(env, "FLEX_BRIDGE_WORKSPACE_SID", "WS"),
+            sync_service_sid=_sid(env, "FLEX_BRIDGE_SYNC_SERVICE_SID", "IS"),
+            api_key=key,
+            api_secret=secret,
+            twilio_base_url=_url(env, "FLEX_BRIDGE_TWILIO_BASE_URL"),
+            public_url=_url(env, "FLEX_BRIDGE_PUBLIC_URL"),
+            journal=journal_path(env.get("FLEX_BRIDGE_JOURNAL") or "flex-bridge.db"),
+            policy=load_policy(policy_path),
+            policy_path=policy_path,
+            http_timeout=_float(env, "FLEX_BRIDGE_HTTP_TIMEOUT", 10.0),
+            crash_at=crash_at,
         )

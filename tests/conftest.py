@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from flex_bridge.adapters.retry import set_testing
 from flex_bridge.emulator.core import EmulatorConfig
 from flex_bridge.emulator.seed import SeedOptions
+from tests.support.bridge import RunningBridge, seed_for, settings_for
 from tests.support.emulator import (
     Admin,
     CallbackServer,
@@ -36,6 +39,40 @@ def start_emulator() -> Iterator[Callable[..., RunningEmulator]]:
     yield start
     for running in started:
         running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_waits() -> Iterator[None]:
+    set_testing(True)
+    yield
+    set_testing(False)
+
+
+@pytest.fixture
+def start_bridge(
+    start_emulator: Callable[..., RunningEmulator], tmp_path: Path
+) -> Iterator[Callable[..., tuple[RunningBridge, RunningEmulator]]]:
+    """Start an emulator whose callbacks point at a bridge, then the bridge itself."""
+    started: list[RunningBridge] = []
+
+    def start(
+        policy: dict[str, Any] | None = None,
+        seed: dict[str, Any] | None = None,
+        emulator_config: dict[str, Any] | None = None,
+        **settings: Any,
+    ) -> tuple[RunningBridge, RunningEmulator]:
+        bridge = RunningBridge()
+        running = start_emulator(
+            options=seed_for(bridge.url, **(seed or {})), **(emulator_config or {})
+        )
+        journal = tmp_path / f"journal-{len(started)}.db"
+        bridge.start(settings_for(running, journal, policy, **settings))
+        started.append(bridge)
+        return bridge, running
+
+    yield start
+    for bridge in started:
+        bridge.stop()
 
 
 @pytest.fixture

@@ -9,13 +9,22 @@ It does three things the package's own ``AsyncTwilioHttpClient`` does not:
 - **no retries** of its own (the package's ``max_retries`` would resend POSTs on 5xx):
   retry policy lives in one place, ``adapters/retry``.
 
-Transport failures are translated here: a refused connection is transient (nothing was
-sent); a timeout or a dropped connection after the request went out is ambiguous for a write
-and transient for a read.
+Transport failures and the retryable statuses are translated here, because only here are
+the response headers (``Retry-After``) still at hand:
+
+- a refused connection is transient (nothing was sent);
+- 429 is transient: Twilio did not process the request (``RateLimitedError`` carries
+  ``Retry-After``);
+- a 5xx, a timeout or a dropped connection after the request went out is transient for a read
+  and **ambiguous** for a write: the change may have happened, and only a fetch can tell.
+
+Other 4xx answers are left to the ``twilio`` package, which raises ``TwilioRestException``;
+the product adapters translate those.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,7 +33,7 @@ import aiohttp
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 
-from flex_bridge.errors import AmbiguousOutcomeError, TransientUpstreamError
+from flex_bridge.errors import AmbiguousOutcomeError, RateLimitedError, TransientUpstreamError
 
 DEFAULT_TIMEOUT = 10.0
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -43,6 +52,26 @@ def rewrite_url(url: str, base_url: str | None) -> str:
     return urlunsplit(
         (base.scheme, base.netloc, f"{base.path}/{product}{parts.path}", parts.query, "")
     )
+
+
+def _code(text: str) -> int | None:
+    """Twilio's error code from an error body, if there is one."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, int) else None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date: rare from Twilio; fall back to our own backoff
+    return max(0.0, seconds)
 
 
 class BridgeHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
@@ -90,13 +119,63 @@ class BridgeHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         try:
             async with self.session.request(method, target, **kwargs) as response:
                 text = await response.text()
-                return Response(response.status, text, response.headers)
+                status, answer_headers = response.status, response.headers
         except aiohttp.ClientConnectorError as exc:
             raise TransientUpstreamError(f"{where}: cannot connect ({exc.os_error})") from exc
         except TimeoutError as exc:
             raise self._lost(method, where, "no answer in time") from exc
         except aiohttp.ClientError as exc:
             raise self._lost(method, where, f"connection lost ({type(exc).__name__})") from exc
+        if status == 429:
+            raise RateLimitedError(
+                f"{where}: rate limited",
+                code=_code(text),
+                retry_after=_retry_after(answer_headers.get("Retry-After")),
+            )
+        if status >= 500:
+            what = f"HTTP {status}"
+            if method in SAFE_METHODS:
+                raise TransientUpstreamError(f"{where}: {what}", status=status, code=_code(text))
+            raise AmbiguousOutcomeError(
+                f"{where}: {what}; the change may have been applied",
+                status=status,
+                code=_code(text),
+            )
+        return Response(status, text, answer_headers)
+
+    async def post_json(
+        self, url: str, body: Mapping[str, Any], auth: tuple[str, str], timeout: float | None = None
+    ) -> tuple[int, Any]:
+        """POST a JSON body (the IAM token endpoint takes JSON, which the package cannot send)."""
+        target = rewrite_url(url, self.base_url)
+        headers = {"Authorization": aiohttp.encode_basic_auth(auth[0], auth[1])}
+        where = f"POST {urlsplit(url).path}"
+        try:
+            async with self.session.post(
+                target,
+                json=dict(body),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout or self.request_timeout),
+            ) as response:
+                text = await response.text()
+                status, response_headers = response.status, response.headers
+        except aiohttp.ClientConnectorError as exc:
+            raise TransientUpstreamError(f"{where}: cannot connect ({exc.os_error})") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Validating a token changes nothing: every failure is safe to retry.
+            raise TransientUpstreamError(f"{where}: {type(exc).__name__}") from exc
+        if status == 429:
+            raise RateLimitedError(
+                f"{where}: rate limited",
+                code=_code(text),
+                retry_after=_retry_after(response_headers.get("Retry-After")),
+            )
+        if status >= 500:
+            raise TransientUpstreamError(f"{where}: HTTP {status}", status=status, code=_code(text))
+        try:
+            return status, json.loads(text) if text else None
+        except ValueError:
+            return status, None
 
     @staticmethod
     def _lost(method: str, where: str, what: str) -> Exception:

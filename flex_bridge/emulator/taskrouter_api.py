@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from flex_bridge.emulator.api import ApiError, Call, Reply, Router, page, resource_url
 from flex_bridge.emulator.clock import iso
+from flex_bridge.emulator.spec import Spec
 from flex_bridge.emulator.taskrouter import TaskRouter
 from flex_bridge.emulator.taskrouter_models import (
     Activity,
@@ -27,6 +31,51 @@ WS = "/v1/Workspaces/{WorkspaceSid}"
 
 def _url(path: str) -> str:
     return resource_url("taskrouter", path)
+
+
+PAGING_QUERY = frozenset({"PageSize", "Page", "PageToken"})
+PAGE_URLS = ("first_page_url", "next_page_url", "previous_page_url", "url")
+
+
+def _query_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _date_query(query: JSON, name: str) -> float | None:
+    """An ISO 8601 date-time query parameter as a timestamp."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, 20001, f"{name} must be an ISO 8601 date-time; got {raw!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def paged(spec: Spec, call: Call, rows: Sequence[JSON]) -> Reply:
+    """A list answer whose paging URLs keep the request's filters, as Twilio's do.
+
+    Without them, following ``next_page_url`` would read the next page of the unfiltered list.
+    A filter given more than once (``AssignmentStatus``) is repeated in the URLs.
+    """
+    filters = {k: v for k, v in call.query.items() if k not in PAGING_QUERY}
+    single = {k: _query_text(v) for k, v in filters.items() if not isinstance(v, list)}
+    reply = page(spec, call, rows, extra_query=single)
+    repeated = [
+        (k, _query_text(item)) for k, v in filters.items() if isinstance(v, list) for item in v
+    ]
+    if repeated and reply.body is not None:
+        meta = reply.body["meta"]
+        suffix = urlencode(repeated)
+        for key in PAGE_URLS:
+            if meta.get(key) is not None:
+                meta[key] = f"{meta[key]}&{suffix}"
+    return reply
 
 
 class Renderer:
@@ -249,13 +298,15 @@ class Renderer:
         }
 
     def event(self, ws: Workspace, e: Event) -> JSON:
-        urls = {
-            "task": "Tasks",
-            "worker": "Workers",
-            "reservation": None,
-        }
-        segment = urls.get(e.resource_type)
-        resource = _url(f"/v1/Workspaces/{ws.sid}/{segment}/{e.resource_sid}") if segment else None
+        base = f"/v1/Workspaces/{ws.sid}"
+        resource: str | None = None
+        if e.resource_type == "task":
+            resource = _url(f"{base}/Tasks/{e.resource_sid}")
+        elif e.resource_type == "worker":
+            resource = _url(f"{base}/Workers/{e.resource_sid}")
+        elif e.resource_type == "reservation" and e.data.get("TaskSid"):
+            # A reservation is addressed under its task.
+            resource = _url(f"{base}/Tasks/{e.data['TaskSid']}/Reservations/{e.resource_sid}")
         return {
             "account_sid": self.account_sid,
             "actor_sid": ws.sid,
@@ -298,7 +349,7 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
             for ws in engine.workspaces.values()
             if "FriendlyName" not in call.query or ws.friendly_name == call.query["FriendlyName"]
         ]
-        return page(spec, call, rows)
+        return paged(spec, call, rows)
 
     @route("POST", "/v1/Workspaces")
     def create_workspace(call: Call) -> Reply:
@@ -338,7 +389,7 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
             if ("FriendlyName" not in q or a.friendly_name == q["FriendlyName"])
             and ("Available" not in q or str(a.available).lower() == q["Available"].lower())
         ]
-        return page(spec, call, rows)
+        return paged(spec, call, rows)
 
     @route("POST", f"{WS}/Activities")
     def create_activity(call: Call) -> Reply:
@@ -372,7 +423,7 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
     @route("GET", f"{WS}/TaskChannels")
     def list_channels(call: Call) -> Reply:
         ws = ws_of(call)
-        return page(spec, call, [r.task_channel(ws, c) for c in ws.task_channels.values()])
+        return paged(spec, call, [r.task_channel(ws, c) for c in ws.task_channels.values()])
 
     @route("POST", f"{WS}/TaskChannels")
     def create_channel(call: Call) -> Reply:
@@ -393,16 +444,25 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
     def list_queues(call: Call) -> Reply:
         ws = ws_of(call)
         q = call.query
+        candidates: list[dict[str, Any]] = []
+        if "WorkerSid" in q:
+            candidates.append(engine.worker(ws, q["WorkerSid"]).parsed)
+        if "EvaluateWorkerAttributes" in q:
+            try:
+                attributes = json.loads(q["EvaluateWorkerAttributes"])
+            except ValueError:
+                attributes = None
+            if not isinstance(attributes, dict):
+                raise ApiError(400, 20001, "EvaluateWorkerAttributes must be a JSON object")
+            candidates.append(attributes)
         rows = []
         for queue in ws.task_queues.values():
             if "FriendlyName" in q and queue.friendly_name != q["FriendlyName"]:
                 continue
-            if "WorkerSid" in q:
-                worker = engine.worker(ws, q["WorkerSid"])
-                if not queue.expression.evaluate(worker.parsed, worker=worker.parsed):
-                    continue
+            if not all(queue.expression.evaluate(c, worker=c) for c in candidates):
+                continue
             rows.append(r.task_queue(ws, queue))
-        return page(spec, call, rows)
+        return paged(spec, call, rows)
 
     @route("POST", f"{WS}/TaskQueues")
     def create_queue(call: Call) -> Reply:
@@ -436,7 +496,7 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
             for w in ws.workflows.values()
             if "FriendlyName" not in call.query or w.friendly_name == call.query["FriendlyName"]
         ]
-        return page(spec, call, rows)
+        return paged(spec, call, rows)
 
     @route("POST", f"{WS}/Workflows")
     def create_workflow(call: Call) -> Reply:
@@ -469,9 +529,14 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
         expression = None
         if "TargetWorkersExpression" in q:
             expression = engine._expression(q["TargetWorkersExpression"], "TargetWorkersExpression")
-        queue = None
+        queues: list[TaskQueue] = []
         if "TaskQueueSid" in q:
-            queue = engine.task_queue(ws, q["TaskQueueSid"])
+            queues.append(engine.task_queue(ws, q["TaskQueueSid"]))
+        if "TaskQueueName" in q:
+            named = [t for t in ws.task_queues.values() if t.friendly_name == q["TaskQueueName"]]
+            if not named:
+                return paged(spec, call, [])
+            queues.extend(named)
         rows = []
         for w in ws.workers.values():
             activity = ws.activities.get(w.activity_sid)
@@ -490,10 +555,10 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
                 continue
             if expression is not None and not expression.evaluate(w.parsed, worker=w.parsed):
                 continue
-            if queue is not None and not queue.expression.evaluate(w.parsed, worker=w.parsed):
+            if not all(t.expression.evaluate(w.parsed, worker=w.parsed) for t in queues):
                 continue
             rows.append(r.worker(ws, w))
-        return page(spec, call, rows)
+        return paged(spec, call, rows)
 
     @route("POST", f"{WS}/Workers")
     def create_worker(call: Call) -> Reply:
@@ -560,12 +625,7 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
         if field not in keys or direction not in ("asc", "desc", ""):
             raise ApiError(400, 20001, f"Ordering {ordering!r} is not supported")
         tasks.sort(key=keys[field], reverse=direction == "desc")
-        extra = {
-            k: v
-            for k, v in q.items()
-            if k not in ("PageSize", "Page", "PageToken") and not isinstance(v, list)
-        }
-        return page(spec, call, [r.task(ws, t) for t in tasks], extra_query=extra)
+        return paged(spec, call, [r.task(ws, t) for t in tasks])
 
     @route("POST", f"{WS}/Tasks")
     def create_task(call: Call) -> Reply:
@@ -602,7 +662,9 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
             if ("ReservationStatus" not in q or res.status == q["ReservationStatus"])
             and ("WorkerSid" not in q or res.worker_sid == q["WorkerSid"])
         ]
-        return page(spec, call, [r.reservation(ws, res, under_worker=under_worker) for res in rows])
+        return paged(
+            spec, call, [r.reservation(ws, res, under_worker=under_worker) for res in rows]
+        )
 
     @route("GET", f"{WS}/Tasks/{{TaskSid}}/Reservations")
     def list_task_reservations(call: Call) -> Reply:
@@ -656,16 +718,26 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
             "TaskQueueSid": "TaskQueueSid",
             "WorkflowSid": "WorkflowSid",
         }
+        start = _date_query(q, "StartDate")
+        end = _date_query(q, "EndDate")
+        channel = q.get("TaskChannel")
         rows = []
         for e in reversed(ws.events):
             if "Sid" in q and e.sid != q["Sid"]:
                 continue
             if any(name in q and e.data.get(key) != q[name] for name, key in filters.items()):
                 continue
+            if channel is not None and channel not in (
+                e.data.get("TaskChannelSid"),
+                e.data.get("TaskChannelUniqueName"),
+            ):
+                continue
             if "Minutes" in q and e.date < call.now - 60 * q["Minutes"]:
                 continue
+            if (start is not None and e.date < start) or (end is not None and e.date > end):
+                continue
             rows.append(r.event(ws, e))
-        return page(spec, call, rows)
+        return paged(spec, call, rows)
 
     @route("GET", f"{WS}/Events/{{Sid}}")
     def fetch_event(call: Call) -> Reply:

@@ -1,0 +1,110 @@
+"""The one retry policy: data plus a predicate, bounded by attempts and by a deadline.
+
+Only transient failures are retried (``TransientUpstreamError``: 429, 5xx on reads, refused or
+reset connections); an ambiguous write is never retried here, it is resolved by a fetch first.
+A wait honours the server's ``Retry-After`` and is otherwise exponential with full jitter.
+A retry whose wait would end past the deadline is not started.
+
+Tests call ``set_testing(True)`` to remove the waits (the attempt cap and deadline still
+apply); nothing patches ``asyncio.sleep``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from flex_bridge.errors import RateLimitedError, TransientUpstreamError
+
+T = TypeVar("T")
+
+_testing = False
+
+
+def set_testing(on: bool = True) -> None:
+    """Remove every retry wait (for tests)."""
+    global _testing
+    _testing = on
+
+
+def is_testing() -> bool:
+    return _testing
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base: float = 0.2
+    cap: float = 5.0
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
+        return random.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))
+
+
+def is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, TransientUpstreamError)
+
+
+class _Schedule:
+    """Decides, once per failed attempt, whether to retry and how long to wait first."""
+
+    def __init__(
+        self, policy: RetryPolicy, deadline: float | None, clock: Callable[[], float]
+    ) -> None:
+        self.policy = policy
+        self.deadline = deadline
+        self.clock = clock
+        self.next_wait = 0.0
+
+    def stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self.policy.max_attempts:
+            return True
+        exc = state.outcome.exception() if state.outcome else None
+        wait = self.policy.backoff(state.attempt_number)
+        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+            wait = exc.retry_after
+        self.next_wait = 0.0 if _testing else wait
+        return self.deadline is not None and self.clock() + self.next_wait >= self.deadline
+
+    def wait(self, state: RetryCallState) -> float:
+        return self.next_wait
+
+
+async def retrying(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    deadline: float | None = None,
+    clock: Callable[[], float] = time.time,
+    on_retry: Callable[[BaseException, float], None] | None = None,
+) -> T:
+    """Run ``attempt`` until it succeeds, fails for good, or the policy says stop.
+
+    The last error is re-raised as it is when the policy stops.
+    """
+    schedule = _Schedule(policy, deadline, clock)
+
+    def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None and state.outcome is not None:
+            exc = state.outcome.exception()
+            if exc is not None:
+                on_retry(exc, schedule.next_wait)
+
+    retrier = AsyncRetrying(
+        stop=schedule.stop,
+        wait=schedule.wait,
+        retry=retry_if_exception(is_transient),
+        reraise=True,
+        before_sleep=before_sleep,
+    )
+
+    async def call() -> T:  # tenacity needs a coroutine function, not any awaitable factory
+        return await attempt()
+
+    return await retrier(call)

@@ -1,0 +1,163 @@
+"""The Sync channel: one Map per worker, one item per reservation (``sync/README.md``).
+
+``SyncChannelPort`` is the seam; ``TwilioSyncChannel`` writes through the official client.
+
+- The map ``flex-bridge.worker.<WorkerSid>`` is created on first use and remembered (409
+  means it exists already).
+- Every write sends ``If-Match`` with the last revision this process knows, and the item TTL
+  (TTLs are fixed at write time, so each write extends it).
+- A write never moves an item backwards (``domain.intents.may_overwrite``): on 412 or 409 the
+  current item is read, and the write goes ahead only if it is not behind.
+- A write whose answer was lost is checked by reading the item back, never sent blind.
+
+Transient failures (429, 5xx on reads, refused connections) propagate: the caller retries
+under its policy and deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from flex_bridge.adapters.taskrouter import translate
+from flex_bridge.domain.intents import may_overwrite
+from flex_bridge.errors import AmbiguousOutcomeError, ConflictError, UpstreamError
+
+JSON = dict[str, Any]
+T = TypeVar("T")
+MAX_WRITE_ROUNDS = 6
+DEFAULT_TTL = 86_400
+
+
+def map_name(worker_sid: str) -> str:
+    return f"flex-bridge.worker.{worker_sid}"
+
+
+class SyncChannelPort(Protocol):
+    async def publish(self, worker_sid: str, key: str, data: JSON) -> bool:
+        """Write the item unless that would move it backwards; False when skipped."""
+        ...
+
+    async def read(self, worker_sid: str, key: str) -> JSON | None: ...
+
+    async def ping(self) -> None: ...
+
+
+class _Status(Exception):
+    def __init__(self, status: int, exc: TwilioRestException) -> None:
+        self.status = status
+        self.exc = exc
+
+
+async def _call(make: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await make()
+    except TwilioRestException as exc:
+        if int(exc.status) in (404, 409, 412):
+            raise _Status(int(exc.status), exc) from exc
+        raise translate(exc) from exc
+
+
+class TwilioSyncChannel:
+    def __init__(
+        self,
+        client: Client,
+        service_sid: str,
+        *,
+        ttl: int = DEFAULT_TTL,
+        on_write: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.service_sid = service_sid
+        self.ttl = ttl
+        self.on_write = on_write or (lambda outcome: None)
+        self._maps: set[str] = set()
+        self._known: dict[tuple[str, str], tuple[str, JSON]] = {}
+
+    @property
+    def _service(self) -> Any:
+        return self.client.sync.v1.services(self.service_sid)
+
+    async def _ensure_map(self, name: str) -> None:
+        if name in self._maps:
+            return
+        try:
+            await _call(lambda: self._service.sync_maps.create_async(unique_name=name))
+            self.on_write("map_created")
+        except _Status as status:
+            if status.status != 409:
+                raise translate(status.exc) from status.exc
+        except AmbiguousOutcomeError:
+            pass  # created or not: the item write below tells (404 -> create again)
+        self._maps.add(name)
+
+    async def read(self, worker_sid: str, key: str) -> JSON | None:
+        name = map_name(worker_sid)
+        try:
+            item = await _call(
+                lambda: self._service.sync_maps(name).sync_map_items(key).fetch_async()
+            )
+        except _Status as status:
+            if status.status == 404:
+                self._known.pop((name, key), None)
+                return None
+            raise translate(status.exc) from status.exc
+        data: JSON = dict(item.data or {})
+        self._known[(name, key)] = (str(item.revision), data)
+        return data
+
+    async def publish(self, worker_sid: str, key: str, data: JSON) -> bool:
+        name = map_name(worker_sid)
+        await self._ensure_map(name)
+        items = self._service.sync_maps(name).sync_map_items
+        for _ in range(MAX_WRITE_ROUNDS):
+            known = self._known.get((name, key))
+            try:
+                if known is None:
+                    item = await _call(
+                        lambda: items.create_async(key=key, data=data, item_ttl=self.ttl)
+                    )
+                else:
+                    revision, current = known
+                    if not may_overwrite(current, data):
+                        self.on_write("skipped_behind")
+                        return False
+                    if current == data:
+                        return True
+                    item = await _call(
+                        lambda rev=revision: items(key).update_async(  # type: ignore[misc]
+                            data=data, if_match=rev, item_ttl=self.ttl
+                        )
+                    )
+            except _Status as status:
+                if status.status == 404 and known is None:
+                    self._maps.discard(name)  # the map itself is gone (expired or deleted)
+                    await self._ensure_map(name)
+                elif status.status == 404:
+                    self._known.pop((name, key), None)  # the item expired: create it again
+                else:  # 409 (exists) or 412 (someone wrote since): read, then decide again
+                    self.on_write(f"conflict_{status.status}")
+                    await self.read(worker_sid, key)
+                continue
+            except AmbiguousOutcomeError:
+                if await self.read(worker_sid, key) == data:
+                    return True
+                continue
+            self._known[(name, key)] = (str(item.revision), dict(data))
+            self.on_write("written")
+            return True
+        raise ConflictError(
+            f"Sync item {key} in {name} kept changing; gave up after {MAX_WRITE_ROUNDS} rounds"
+        )
+
+    async def ping(self) -> None:
+        try:
+            await _call(lambda: self._service.fetch_async())
+        except _Status as status:
+            raise translate(status.exc) from status.exc
+
+
+__all__ = ["SyncChannelPort", "TwilioSyncChannel", "UpstreamError", "map_name"]

@@ -1,0 +1,192 @@
+"""TaskRouter over REST, through the official client's async methods.
+
+``TaskRouterPort`` is the seam the coordinator and the web layer depend on; ``TwilioTaskRouter``
+implements it with the ``twilio`` package (pointed at Twilio or at the emulator by the HTTP
+client underneath). Twilio's errors become flex-bridge's here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from flex_bridge.errors import (
+    ConflictError,
+    NotFoundError,
+    PreconditionFailed,
+    RateLimitedError,
+    RejectedError,
+    TransientUpstreamError,
+)
+
+CONFLICT_CODES = frozenset({20001, 40114, 40135, 40136})
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationView:
+    sid: str
+    task_sid: str
+    worker_sid: str
+    status: str
+    date_created: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    sid: str
+    attributes: str
+    assignment_status: str
+    etag: str | None
+    priority: int
+    workflow_sid: str | None
+    task_queue_sid: str | None
+
+
+class TaskRouterPort(Protocol):
+    async def fetch_reservation(self, task_sid: str, reservation_sid: str) -> ReservationView: ...
+
+    async def update_reservation(
+        self, task_sid: str, reservation_sid: str, form: Mapping[str, Any]
+    ) -> ReservationView: ...
+
+    async def fetch_task(self, task_sid: str) -> TaskView: ...
+
+    async def update_task(
+        self,
+        task_sid: str,
+        *,
+        if_match: str | None,
+        attributes: str | None = None,
+        priority: int | None = None,
+    ) -> TaskView: ...
+
+    async def reservation_timeout(self, workflow_sid: str) -> int: ...
+
+    async def ping(self) -> None: ...
+
+
+def _kwarg(field: str) -> str:
+    """TaskRouter form field -> the official client's keyword (``From`` -> ``from_``)."""
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", field).lower()
+    return "from_" if name == "from" else name
+
+
+def _timestamp(value: Any) -> float | None:
+    return value.timestamp() if isinstance(value, datetime) else None
+
+
+def translate(exc: TwilioRestException) -> Exception:
+    """A Twilio REST error as flex-bridge's exception hierarchy."""
+    status, code = int(exc.status), exc.code
+    message = exc.msg or f"HTTP {status}"
+    if status == 404:
+        return NotFoundError(message, status=status, code=code)
+    if status == 412:
+        return PreconditionFailed(message, status=status, code=code)
+    if status == 429:
+        return RateLimitedError(message, status=status, code=code)
+    if status >= 500:
+        return TransientUpstreamError(message, status=status, code=code)
+    if code in CONFLICT_CODES:
+        return ConflictError(message, status=status, code=code)
+    return RejectedError(message, status=status, code=code)
+
+
+async def call(make: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await make()
+    except TwilioRestException as exc:
+        raise translate(exc) from exc
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    for key, value in (headers or {}).items():
+        if key.lower() == name.lower():
+            return value
+    return None
+
+
+class TwilioTaskRouter:
+    def __init__(self, client: Client, workspace_sid: str) -> None:
+        self.client = client
+        self.workspace_sid = workspace_sid
+        self._timeouts: dict[str, int] = {}
+
+    @property
+    def _ws(self) -> Any:
+        return self.client.taskrouter.v1.workspaces(self.workspace_sid)
+
+    @staticmethod
+    def _reservation(r: Any) -> ReservationView:
+        return ReservationView(
+            sid=r.sid,
+            task_sid=r.task_sid,
+            worker_sid=r.worker_sid,
+            status=r.reservation_status,
+            date_created=_timestamp(r.date_created),
+        )
+
+    @staticmethod
+    def _task(t: Any, etag: str | None) -> TaskView:
+        return TaskView(
+            sid=t.sid,
+            attributes=t.attributes or "",
+            assignment_status=t.assignment_status,
+            etag=etag,
+            priority=int(t.priority or 0),
+            workflow_sid=t.workflow_sid,
+            task_queue_sid=t.task_queue_sid,
+        )
+
+    async def fetch_reservation(self, task_sid: str, reservation_sid: str) -> ReservationView:
+        r = await call(lambda: self._ws.tasks(task_sid).reservations(reservation_sid).fetch_async())
+        return self._reservation(r)
+
+    async def update_reservation(
+        self, task_sid: str, reservation_sid: str, form: Mapping[str, Any]
+    ) -> ReservationView:
+        kwargs = {_kwarg(k): v for k, v in form.items()}
+        context = self._ws.tasks(task_sid).reservations(reservation_sid)
+        r = await call(lambda: context.update_async(**kwargs))
+        return self._reservation(r)
+
+    async def fetch_task(self, task_sid: str) -> TaskView:
+        answer = await call(lambda: self._ws.tasks(task_sid).fetch_with_http_info_async())
+        return self._task(answer.data, _header(answer.headers, "ETag"))
+
+    async def update_task(
+        self,
+        task_sid: str,
+        *,
+        if_match: str | None,
+        attributes: str | None = None,
+        priority: int | None = None,
+    ) -> TaskView:
+        kwargs: dict[str, Any] = {}
+        if if_match is not None:
+            kwargs["if_match"] = if_match
+        if attributes is not None:
+            kwargs["attributes"] = attributes
+        if priority is not None:
+            kwargs["priority"] = priority
+        context = self._ws.tasks(task_sid)
+        answer = await call(lambda: context.update_with_http_info_async(**kwargs))
+        return self._task(answer.data, _header(answer.headers, "ETag"))
+
+    async def reservation_timeout(self, workflow_sid: str) -> int:
+        cached = self._timeouts.get(workflow_sid)
+        if cached is None:
+            workflow = await call(lambda: self._ws.workflows(workflow_sid).fetch_async())
+            cached = int(workflow.task_reservation_timeout or 120)
+            self._timeouts[workflow_sid] = cached
+        return cached
+
+    async def ping(self) -> None:
+        await call(lambda: self._ws.fetch_async())

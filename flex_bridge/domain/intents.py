@@ -1,0 +1,145 @@
+"""Intents and the coordination protocol's states, as plain values.
+
+An intent is one requested change to one reservation. Its journal ``state`` moves
+``recorded -> announced -> applied | refused -> settled`` (rule 5 of the protocol: every
+intent reaches ``settled``); ``instructed`` stands for "announced and handed to TaskRouter in
+the assignment-callback reply", settled when TaskRouter's event (or a fetch) tells the truth.
+The Sync item ``phase`` is ``pending`` until settled, then ``applied`` or ``failed``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Literal
+
+JSON = dict[str, Any]
+
+State = Literal["recorded", "announced", "instructed", "applied", "refused", "settled"]
+STATES: Final = ("recorded", "announced", "instructed", "applied", "refused", "settled")
+UNSETTLED: Final = frozenset({"recorded", "announced", "instructed", "applied", "refused"})
+SOURCES: Final = ("policy", "plugin", "timeout", "recovery")
+# Settled phases rank above pending; applied above failed, so TaskRouter's word (an event
+# showing the change did happen) can correct a failure, but an applied item never turns failed.
+PHASE_RANK: Final = {"pending": 0, "failed": 1, "applied": 2}
+
+
+def new_intent_id(now: float | None = None) -> str:
+    """``in_`` + 12 hex digits of milliseconds + 10 random hex digits: sortable by creation."""
+    millis = int((time.time() if now is None else now) * 1000)
+    return f"in_{millis:012x}{os.urandom(5).hex()}"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    code: int | None
+    message: str
+
+    def to_json(self) -> JSON:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    intent_id: str
+    op: str
+    reservation_sid: str
+    task_sid: str
+    worker_sid: str
+    source: str
+    params: JSON
+    state: State
+    deadline: float | None
+    created_at: float
+    updated_at: float
+    via: Literal["rest", "instruction"] = "rest"
+    attempts: int = 0
+    reservation_status: str | None = None
+    error: ErrorInfo | None = None
+    late_announce: bool = False
+    extra: JSON = field(default_factory=dict)
+
+    @property
+    def settled(self) -> bool:
+        return self.state == "settled"
+
+    @property
+    def phase(self) -> str:
+        """The Sync item phase this intent shows."""
+        if self.state in ("applied",) or (self.state == "settled" and self.error is None):
+            return "applied"
+        if self.state == "refused" or (self.state == "settled" and self.error is not None):
+            return "failed"
+        return "pending"
+
+    @property
+    def outcome(self) -> str | None:
+        if self.state != "settled":
+            return None
+        return "applied" if self.error is None else "failed"
+
+    def evolve(self, **changes: Any) -> Intent:
+        return replace(self, **changes)
+
+    def to_json(self) -> JSON:
+        """The public view (``GET /flex/intents/<id>``)."""
+        return {
+            "intent_id": self.intent_id,
+            "op": self.op,
+            "reservation_sid": self.reservation_sid,
+            "task_sid": self.task_sid,
+            "worker_sid": self.worker_sid,
+            "source": self.source,
+            "via": self.via,
+            "state": self.state,
+            "phase": self.phase,
+            "outcome": self.outcome,
+            "attempts": self.attempts,
+            "reservation_status": self.reservation_status,
+            "error": self.error.to_json() if self.error else None,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+        }
+
+
+def iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def channel_item(intent: Intent, now: float) -> JSON:
+    """The Sync map item data, version 1, of ``sync/schema/item.v1.json``."""
+    return {
+        "v": 1,
+        "intent_id": intent.intent_id,
+        "op": intent.op,
+        "phase": intent.phase,
+        "task_sid": intent.task_sid,
+        "reservation_sid": intent.reservation_sid,
+        "worker_sid": intent.worker_sid,
+        "source": intent.source,
+        "requested_at": iso(intent.created_at),
+        "updated_at": iso(now),
+        "reservation_status": intent.reservation_status,
+        "error": _item_error(intent),
+    }
+
+
+def _item_error(intent: Intent) -> JSON | None:
+    if intent.phase != "failed":
+        return None
+    if intent.error is None:
+        return {"code": None, "message": "the change was refused"}
+    return {"code": intent.error.code, "message": intent.error.message[:1024] or "refused"}
+
+
+def item_order(data: JSON | None) -> tuple[str, int]:
+    """Where an item stands: a newer intent, or a later phase of the same one, is ahead."""
+    if not data:
+        return ("", -1)
+    return (str(data.get("intent_id", "")), PHASE_RANK.get(str(data.get("phase")), -1))
+
+
+def may_overwrite(current: JSON | None, new: JSON) -> bool:
+    """A write never moves an item backwards (rule: phase order, per intent, intents in order)."""
+    return item_order(new) >= item_order(current)

@@ -1,0 +1,240 @@
+"""The reservation operations flex-bridge performs, as pure data.
+
+For each op: the JSON schema of its parameters (the ``/flex`` API validates plugin bodies
+against it and publishes it in the OpenAPI document), how it becomes TaskRouter form fields,
+which reservation status it needs, and which status it leads to. The coordinator uses the
+last two to reconcile an ambiguous outcome from a fetched reservation, never by resending.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+OPS: Final = ("accept", "reject", "redirect", "conference", "dequeue", "call", "wrapup", "complete")
+
+JSON = dict[str, Any]
+
+_SID = {"type": "string", "pattern": "^WA[0-9a-fA-F]{32}$"}
+_URL = {"type": "string", "format": "uri", "minLength": 1, "maxLength": 2048}
+_PHONE = {"type": "string", "minLength": 1, "maxLength": 256}
+_EVENTS = {"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 16}
+
+
+def _schema(properties: JSON, required: tuple[str, ...] = ()) -> JSON:
+    return {
+        "type": "object",
+        "properties": {
+            "task_sid": {"type": "string", "pattern": "^WT[0-9a-fA-F]{32}$"},
+            **properties,
+        },
+        "required": ["task_sid", *required],
+        "additionalProperties": False,
+    }
+
+
+PARAM_SCHEMAS: Final[dict[str, JSON]] = {
+    "accept": _schema({}),
+    "reject": _schema({"activity_sid": _SID}),
+    "wrapup": _schema({}),
+    "complete": _schema({}),
+    "conference": _schema(
+        {
+            "from": _PHONE,
+            "to": _PHONE,
+            "timeout": {"type": "integer", "minimum": 1, "maximum": 600},
+            "record": {"type": "boolean"},
+            "post_work_activity_sid": _SID,
+            "status_callback": _URL,
+            "status_callback_event": _EVENTS,
+            "end_conference_on_exit": {"type": "boolean"},
+            "early_media": {"type": "boolean"},
+        }
+    ),
+    "dequeue": _schema(
+        {
+            "from": _PHONE,
+            "to": _PHONE,
+            "post_work_activity_sid": _SID,
+            "record": {"type": "string", "maxLength": 64},
+            "timeout": {"type": "integer", "minimum": 1, "maximum": 600},
+            "status_callback_url": _URL,
+            "status_callback_event": _EVENTS,
+        },
+        ("from",),
+    ),
+    "call": _schema(
+        {
+            "from": _PHONE,
+            "to": _PHONE,
+            "url": _URL,
+            "accept": {"type": "boolean"},
+            "record": {"type": "boolean"},
+            "timeout": {"type": "integer", "minimum": 1, "maximum": 600},
+            "status_callback_url": _URL,
+        },
+        ("from", "url"),
+    ),
+    "redirect": _schema(
+        {
+            "call_sid": {"type": "string", "pattern": "^CA[0-9a-fA-F]{32}$"},
+            "url": _URL,
+            "accept": {"type": "boolean"},
+        },
+        ("call_sid", "url"),
+    ),
+}
+
+# Plugin-body names -> TaskRouter reservation-update form fields, per instruction.
+_FIELDS: Final[dict[str, dict[str, str]]] = {
+    "reject": {"activity_sid": "WorkerActivitySid"},
+    "conference": {
+        "from": "From",
+        "to": "To",
+        "timeout": "Timeout",
+        "record": "Record",
+        "post_work_activity_sid": "PostWorkActivitySid",
+        "status_callback": "StatusCallback",
+        "status_callback_event": "StatusCallbackEvent",
+        "end_conference_on_exit": "EndConferenceOnExit",
+        "early_media": "EarlyMedia",
+    },
+    "dequeue": {
+        "from": "DequeueFrom",
+        "to": "DequeueTo",
+        "post_work_activity_sid": "DequeuePostWorkActivitySid",
+        "record": "DequeueRecord",
+        "timeout": "DequeueTimeout",
+        "status_callback_url": "DequeueStatusCallbackUrl",
+        "status_callback_event": "DequeueStatusCallbackEvent",
+    },
+    "call": {
+        "from": "CallFrom",
+        "to": "CallTo",
+        "url": "CallUrl",
+        "accept": "CallAccept",
+        "record": "CallRecord",
+        "timeout": "CallTimeout",
+        "status_callback_url": "CallStatusCallbackUrl",
+    },
+    "redirect": {"call_sid": "RedirectCallSid", "url": "RedirectUrl", "accept": "RedirectAccept"},
+}
+
+# Assignment-callback instruction replies use TaskRouter's snake_case names.
+_INSTRUCTION_REPLY: Final[dict[str, dict[str, str]]] = {
+    "reject": {"activity_sid": "activity_sid"},
+    "conference": {
+        "from": "from",
+        "to": "to",
+        "timeout": "timeout",
+        "record": "record",
+        "post_work_activity_sid": "post_work_activity_sid",
+        "status_callback": "status_callback",
+        "status_callback_event": "status_callback_event",
+        "end_conference_on_exit": "end_conference_on_exit",
+        "early_media": "early_media",
+    },
+    "dequeue": {
+        "from": "from",
+        "to": "to",
+        "post_work_activity_sid": "post_work_activity_sid",
+        "record": "record",
+        "timeout": "timeout",
+        "status_callback_url": "status_callback_url",
+        "status_callback_event": "status_callback_events",
+    },
+    "call": {
+        "from": "from",
+        "to": "to",
+        "url": "url",
+        "accept": "accept",
+        "record": "record",
+        "timeout": "timeout",
+        "status_callback_url": "status_callback_url",
+    },
+    "redirect": {"call_sid": "call_sid", "url": "url", "accept": "accept"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OpRule:
+    """What an op needs and what it leads to."""
+
+    op: str
+    requires: frozenset[str]
+    leads_to: str
+
+    def leads_to_for(self, params: JSON) -> str:
+        if self.op in ("call", "redirect") and not params.get("accept", False):
+            return "pending"
+        return self.leads_to
+
+
+RULES: Final[dict[str, OpRule]] = {
+    "accept": OpRule("accept", frozenset({"pending"}), "accepted"),
+    "reject": OpRule("reject", frozenset({"pending"}), "rejected"),
+    "conference": OpRule("conference", frozenset({"pending"}), "accepted"),
+    "dequeue": OpRule("dequeue", frozenset({"pending"}), "accepted"),
+    "call": OpRule("call", frozenset({"pending"}), "accepted"),
+    "redirect": OpRule("redirect", frozenset({"pending"}), "accepted"),
+    "wrapup": OpRule("wrapup", frozenset({"accepted"}), "wrapping"),
+    "complete": OpRule("complete", frozenset({"accepted", "wrapping"}), "completed"),
+}
+
+INSTRUCTIONS: Final = frozenset({"conference", "dequeue", "call", "redirect"})
+
+
+def _form_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def rest_params(op: str, params: JSON) -> dict[str, Any]:
+    """TaskRouter reservation-update form fields (official client kwarg names not used)."""
+    fields = _FIELDS.get(op, {})
+    form: dict[str, Any] = {
+        fields[name]: _form_value(value) for name, value in params.items() if name in fields
+    }
+    if op == "accept":
+        form["ReservationStatus"] = "accepted"
+    elif op == "reject":
+        form["ReservationStatus"] = "rejected"
+    elif op == "wrapup":
+        form["ReservationStatus"] = "wrapping"
+    elif op == "complete":
+        form["ReservationStatus"] = "completed"
+    else:
+        form["Instruction"] = op
+    return form
+
+
+def instruction_reply(op: str, params: JSON) -> JSON:
+    """The assignment-callback reply that asks TaskRouter itself to do ``op``."""
+    if op not in ("accept", "reject", *INSTRUCTIONS):
+        raise ValueError(f"{op} cannot be given as an assignment instruction")
+    names = _INSTRUCTION_REPLY.get(op, {})
+    reply: JSON = {"instruction": op}
+    reply.update({names[k]: v for k, v in params.items() if k in names})
+    return reply
+
+
+def outcome_of(op: str, params: JSON, status: str) -> str:
+    """Classify a fetched reservation status against an op.
+
+    ``applied``: the reservation is where the op leads. ``retry``: it is still where the op
+    can start, so the change did not happen and may be sent again. ``refused``: neither; the
+    op can no longer happen (the reservation timed out, was canceled, or moved on).
+    ``unknown``: the op leaves no trace in the status (a call or redirect that does not
+    accept), so whether it happened cannot be told; it must not be sent again.
+    """
+    rule = RULES[op]
+    target = rule.leads_to_for(params)
+    if status == target:
+        return "unknown" if status in rule.requires else "applied"
+    if status in rule.requires:
+        return "retry"
+    if op in ("accept", *INSTRUCTIONS) and status in ("wrapping", "completed"):
+        # Accepted, then moved on by someone: the accept happened.
+        return "applied"
+    return "refused"

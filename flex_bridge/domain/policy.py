@@ -1,0 +1,278 @@
+"""The policy file (TOML) as values, and the assignment-rule decision.
+
+```toml
+[sync]
+mode = "degrade"            # or "strict"
+announce_timeout = 2.0      # seconds the announce may take before degrade goes ahead
+item_ttl = 86400
+
+[retry]
+max_attempts = 5
+base = 0.2                  # seconds; exponential backoff with full jitter
+cap = 5.0
+
+[recovery]
+interval = 30.0             # seconds between recovery sweeps
+
+[[assignment.rules]]
+name = "vip"
+match = { task_queue_sid = "WQ...", task_attributes = { tier = "gold" } }
+op = "accept"               # accept, reject, conference, dequeue, call, redirect or defer
+via = "rest"                # or "instruction"
+params = {}
+
+[events.handlers]
+"task.canceled" = ["mypackage.hooks:on_task_canceled"]
+```
+
+Rules are tried in order; a rule without ``match`` matches every reservation; when none
+matches, the reservation is deferred. ``task_attributes`` and ``worker_attributes`` match
+when every key given has the same value in the reservation's attributes (nested tables match
+nested objects the same way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import jsonschema
+
+from flex_bridge.domain.ops import PARAM_SCHEMAS
+
+JSON = dict[str, Any]
+RULE_OPS: Final = ("accept", "reject", "conference", "dequeue", "call", "redirect", "defer")
+INSTRUCTION_OPS: Final = ("accept", "reject", "conference", "dequeue", "call", "redirect")
+
+
+class PolicyError(ValueError):
+    """The policy file is invalid; the message names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    task_queue_sid: str | None = None
+    workflow_sid: str | None = None
+    task_attributes: JSON = field(default_factory=dict)
+    worker_attributes: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentRule:
+    name: str
+    op: str
+    via: str = "rest"
+    params: JSON = field(default_factory=dict)
+    match: Match | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPolicy:
+    mode: str = "degrade"
+    announce_timeout: float = 2.0
+    item_ttl: int = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    max_attempts: int = 5
+    base: float = 0.2
+    cap: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    rules: tuple[AssignmentRule, ...] = ()
+    sync: SyncPolicy = field(default_factory=SyncPolicy)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    recovery_interval: float = 30.0
+    event_handlers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def _same(want: Any, have: Any) -> bool:
+    """Equal and of the same JSON type: 1 does not match true, "1" does not match 1."""
+    numbers = (int, float)
+    if isinstance(want, bool) or isinstance(have, bool):
+        return type(want) is type(have) and want == have
+    if isinstance(want, numbers) and isinstance(have, numbers):
+        return want == have
+    return type(want) is type(have) and want == have
+
+
+def subset_match(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> bool:
+    for key, want in expected.items():
+        if key not in actual:
+            return False
+        have = actual[key]
+        if isinstance(want, Mapping):
+            if not isinstance(have, Mapping) or not subset_match(want, have):
+                return False
+        elif not _same(want, have):
+            return False
+    return True
+
+
+def choose_rule(
+    policy: Policy,
+    *,
+    task_queue_sid: str | None,
+    workflow_sid: str | None,
+    task_attributes: Mapping[str, Any],
+    worker_attributes: Mapping[str, Any],
+) -> AssignmentRule | None:
+    for rule in policy.rules:
+        m = rule.match
+        if m is None:
+            return rule
+        if m.task_queue_sid is not None and m.task_queue_sid != task_queue_sid:
+            continue
+        if m.workflow_sid is not None and m.workflow_sid != workflow_sid:
+            continue
+        if not subset_match(m.task_attributes, task_attributes):
+            continue
+        if not subset_match(m.worker_attributes, worker_attributes):
+            continue
+        return rule
+    return None
+
+
+# ------------------------------------------------------------------------------ parsing
+def _table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise PolicyError(f"{where}{key} must be a table")
+    return value
+
+
+def _known(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise PolicyError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+
+
+def _number(
+    table: Mapping[str, Any],
+    key: str,
+    default: float,
+    where: str,
+    *,
+    minimum: float = 0.0,
+    integer: bool = False,
+) -> Any:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PolicyError(f"{where}.{key} must be a number")
+    if integer and not isinstance(value, int):
+        raise PolicyError(f"{where}.{key} must be an integer")
+    if value < minimum:
+        raise PolicyError(f"{where}.{key} must be at least {minimum}")
+    return value
+
+
+def _match(raw: Any, where: str) -> Match:
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{where}.match must be a table")
+    _known(
+        raw,
+        {"task_queue_sid", "workflow_sid", "task_attributes", "worker_attributes"},
+        f"{where}.match",
+    )
+    for key in ("task_queue_sid", "workflow_sid"):
+        if key in raw and not isinstance(raw[key], str):
+            raise PolicyError(f"{where}.match.{key} must be a string")
+    for key in ("task_attributes", "worker_attributes"):
+        if key in raw and not isinstance(raw[key], Mapping):
+            raise PolicyError(f"{where}.match.{key} must be a table")
+    return Match(
+        task_queue_sid=raw.get("task_queue_sid"),
+        workflow_sid=raw.get("workflow_sid"),
+        task_attributes=dict(raw.get("task_attributes", {})),
+        worker_attributes=dict(raw.get("worker_attributes", {})),
+    )
+
+
+def _rule(raw: Any, n: int) -> AssignmentRule:
+    where = f"assignment.rules[{n}]"
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{where} must be a table")
+    _known(raw, {"name", "match", "op", "via", "params"}, where)
+    op = raw.get("op")
+    if op not in RULE_OPS:
+        raise PolicyError(f"{where}.op must be one of {', '.join(RULE_OPS)}")
+    via = raw.get("via", "rest")
+    if via not in ("rest", "instruction"):
+        raise PolicyError(f"{where}.via must be 'rest' or 'instruction'")
+    params = raw.get("params", {})
+    if not isinstance(params, Mapping):
+        raise PolicyError(f"{where}.params must be a table")
+    if op == "defer":
+        if params:
+            raise PolicyError(f"{where}: defer takes no params")
+    else:
+        if via == "instruction" and op not in INSTRUCTION_OPS:
+            raise PolicyError(f"{where}: {op} cannot be sent as an instruction")
+        schema = dict(PARAM_SCHEMAS[op])
+        schema["required"] = [r for r in schema["required"] if r != "task_sid"]
+        try:
+            jsonschema.validate(dict(params), schema)
+        except jsonschema.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.absolute_path)
+            raise PolicyError(
+                f"{where}.params{'.' + path if path else ''}: {exc.message}"
+            ) from None
+    return AssignmentRule(
+        name=str(raw.get("name", f"rule {n}")),
+        op=op,
+        via=via,
+        params=dict(params),
+        match=_match(raw["match"], where) if "match" in raw else None,
+    )
+
+
+def parse_policy(data: Mapping[str, Any]) -> Policy:
+    """Build a ``Policy`` from the parsed TOML document; ``PolicyError`` names what is wrong."""
+    _known(data, {"sync", "retry", "recovery", "assignment", "events"}, "policy")
+    sync = _table(data, "sync", "")
+    _known(sync, {"mode", "announce_timeout", "item_ttl"}, "sync")
+    mode = sync.get("mode", "degrade")
+    if mode not in ("strict", "degrade"):
+        raise PolicyError("sync.mode must be 'strict' or 'degrade'")
+    sync_policy = SyncPolicy(
+        mode=mode,
+        announce_timeout=float(_number(sync, "announce_timeout", 2.0, "sync")),
+        item_ttl=int(_number(sync, "item_ttl", 86_400, "sync", minimum=1, integer=True)),
+    )
+    retry = _table(data, "retry", "")
+    _known(retry, {"max_attempts", "base", "cap"}, "retry")
+    retry_settings = RetrySettings(
+        max_attempts=int(_number(retry, "max_attempts", 5, "retry", minimum=1, integer=True)),
+        base=float(_number(retry, "base", 0.2, "retry")),
+        cap=float(_number(retry, "cap", 5.0, "retry")),
+    )
+    recovery = _table(data, "recovery", "")
+    _known(recovery, {"interval"}, "recovery")
+    interval = float(_number(recovery, "interval", 30.0, "recovery", minimum=0.1))
+    assignment = _table(data, "assignment", "")
+    _known(assignment, {"rules"}, "assignment")
+    raw_rules = assignment.get("rules", [])
+    if not isinstance(raw_rules, list):
+        raise PolicyError("assignment.rules must be an array of tables")
+    rules = tuple(_rule(raw, n) for n, raw in enumerate(raw_rules))
+    events = _table(data, "events", "")
+    _known(events, {"handlers"}, "events")
+    handlers_raw = _table(events, "handlers", "events.")
+    handlers: dict[str, tuple[str, ...]] = {}
+    for event_type, paths in handlers_raw.items():
+        if isinstance(paths, str):
+            paths = [paths]
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise PolicyError(f"events.handlers.{event_type} must be a dotted path or a list")
+        handlers[event_type] = tuple(paths)
+    return Policy(
+        rules=rules,
+        sync=sync_policy,
+        retry=retry_settings,
+        recovery_interval=interval,
+        event_handlers=handlers,
+    )

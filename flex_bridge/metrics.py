@@ -1,0 +1,74 @@
+"""Prometheus metrics, one registry per app (so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.intents = Counter(
+            "flex_bridge_intents_total",
+            "Intents by op, source and how they settled.",
+            ["op", "source", "outcome"],
+            registry=r,
+        )
+        self.phases = Counter(
+            "flex_bridge_intent_transitions_total",
+            "Journal state transitions of intents.",
+            ["op", "state"],
+            registry=r,
+        )
+        self.upstream = Counter(
+            "flex_bridge_upstream_calls_total",
+            "Calls to Twilio by system, operation and result.",
+            ["system", "operation", "result"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "flex_bridge_upstream_retries_total",
+            "Retries of transient upstream failures.",
+            ["system", "reason"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "flex_bridge_upstream_429_total",
+            "HTTP 429 answers met, by system.",
+            ["system"],
+            registry=r,
+        )
+        self.sync_writes = Counter(
+            "flex_bridge_sync_writes_total",
+            "Sync channel writes by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_latency = Histogram(
+            "flex_bridge_webhook_seconds",
+            "Time to answer a webhook or plugin action.",
+            ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "flex_bridge_webhooks_total",
+            "Webhooks received by endpoint and result.",
+            ["endpoint", "result"],
+            registry=r,
+        )
+        self.handler_failures = Counter(
+            "flex_bridge_event_handler_failures_total",
+            "Event handlers that raised, by event type.",
+            ["event_type"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "flex_bridge_intents_in_flight",
+            "Intents being driven by this process.",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,15 @@
+"""JSON error answers: ``{"error": {"code", "message"}}``, always."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Response, jsonify
+
+
+def error(status: int, code: str | int | None, message: str, **extra: Any) -> Response:
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    body.update(extra)
+    response = jsonify(body)
+    response.status_code = status
+    return response

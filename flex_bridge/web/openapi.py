@@ -1,0 +1,179 @@
+"""The OpenAPI 3.1 document of the ``/flex`` API, built from the same schemas that validate it.
+
+One source: ``domain.ops.PARAM_SCHEMAS`` validates plugin bodies and describes them here.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from flex_bridge import __version__
+from flex_bridge.domain.ops import OPS, PARAM_SCHEMAS
+
+JSON = dict[str, Any]
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": ["string", "integer", "null"]},
+                "message": {"type": "string"},
+            },
+        }
+    },
+}
+
+INTENT = {
+    "type": "object",
+    "required": [
+        "intent_id",
+        "op",
+        "reservation_sid",
+        "task_sid",
+        "worker_sid",
+        "source",
+        "via",
+        "state",
+        "phase",
+        "outcome",
+        "attempts",
+        "reservation_status",
+        "error",
+        "created_at",
+        "updated_at",
+    ],
+    "properties": {
+        "intent_id": {"type": "string", "pattern": "^in_[0-9a-f]{22}$"},
+        "op": {"type": "string", "enum": list(OPS)},
+        "reservation_sid": {"type": "string"},
+        "task_sid": {"type": "string"},
+        "worker_sid": {"type": "string"},
+        "source": {"type": "string", "enum": ["policy", "plugin", "timeout", "recovery"]},
+        "via": {"type": "string", "enum": ["rest", "instruction"]},
+        "state": {
+            "type": "string",
+            "enum": ["recorded", "announced", "instructed", "applied", "refused", "settled"],
+        },
+        "phase": {"type": "string", "enum": ["pending", "applied", "failed"]},
+        "outcome": {"type": ["string", "null"], "enum": ["applied", "failed", None]},
+        "attempts": {"type": "integer", "minimum": 0},
+        "reservation_status": {"type": ["string", "null"]},
+        "error": {
+            "type": ["object", "null"],
+            "properties": {
+                "code": {"type": ["integer", "null"]},
+                "message": {"type": "string"},
+            },
+        },
+        "created_at": {"type": "string"},
+        "updated_at": {"type": "string"},
+    },
+}
+
+
+def _response(description: str, schema: str) -> JSON:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+def _errors(*statuses: int) -> JSON:
+    meaning = {
+        400: "Invalid parameters or query.",
+        401: "No Flex token, or one that is not valid.",
+        403: "The reservation or intent belongs to another worker.",
+        404: "Unknown reservation, task or intent.",
+        409: "The reservation's status does not allow the change (the message names it), or "
+        "another intent is in flight for it.",
+        502: "TaskRouter refused the change for another reason (Twilio's code).",
+        503: "TaskRouter or Sync is unavailable (Twilio's code).",
+    }
+    return {str(s): _response(meaning[s], "Error") for s in statuses}
+
+
+@cache
+def openapi_document() -> JSON:
+    paths: JSON = {}
+    reservation_param = {
+        "name": "ReservationSid",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^WR[0-9a-fA-F]{32}$"},
+    }
+    wait_param = {
+        "name": "wait",
+        "in": "query",
+        "required": False,
+        "description": "Seconds to wait for the intent to settle (default 5, at most 30).",
+        "schema": {"type": "number", "minimum": 0, "maximum": 30},
+    }
+    for op in OPS:
+        paths[f"/flex/reservations/{{ReservationSid}}/{op}"] = {
+            "post": {
+                "operationId": f"reservation_{op}",
+                "summary": f"Ask the bridge to {op} a reservation (Sync-first).",
+                "parameters": [reservation_param, wait_param],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": PARAM_SCHEMAS[op]}},
+                },
+                "responses": {
+                    "200": _response("The intent settled: applied.", "IntentAnswer"),
+                    "202": _response("The intent is still running.", "IntentAnswer"),
+                    **_errors(400, 401, 403, 404, 409, 502, 503),
+                },
+            }
+        }
+    paths["/flex/intents/{intent_id}"] = {
+        "get": {
+            "operationId": "get_intent",
+            "summary": "An intent and where it stands.",
+            "parameters": [
+                {"name": "intent_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": _response("The intent.", "IntentAnswer"),
+                **_errors(401, 403, 404),
+            },
+        }
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "flex-bridge /flex API",
+            "version": __version__,
+            "description": "Flex plugin actions on reservations. Every change is announced on "
+            "the worker's Sync map before it is made (see sync/README.md).",
+        },
+        "security": [{"flexToken": []}],
+        "components": {
+            "securitySchemes": {
+                "flexToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The agent's Flex token (manager.user.token).",
+                }
+            },
+            "schemas": {
+                "Error": ERROR,
+                "Intent": INTENT,
+                "IntentAnswer": {
+                    "type": "object",
+                    "required": ["intent"],
+                    "properties": {
+                        "intent": {"$ref": "#/components/schemas/Intent"},
+                        "intent_id": {"type": "string"},
+                        "status_url": {"type": "string"},
+                        "error": ERROR["properties"]["error"],  # type: ignore[index]
+                    },
+                },
+            },
+        },
+        "paths": paths,
+    }

@@ -1,0 +1,96 @@
+"""What the web layer needs, opened in ``before_serving`` and closed in ``after_serving``.
+
+``Services`` is the seam between the HTTP layer and the outside world: ``open_services``
+builds the real adapters from ``Settings``; a test may hand ``create_app`` its own factory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from twilio.rest import Client
+
+from flex_bridge.adapters.flex_tokens import TokenValidatorPort, TwilioTokenValidator
+from flex_bridge.adapters.http import BridgeHttpClient
+from flex_bridge.adapters.journal import Journal, SqliteJournal
+from flex_bridge.adapters.sync_channel import SyncChannelPort, TwilioSyncChannel
+from flex_bridge.adapters.taskrouter import TaskRouterPort, TwilioTaskRouter
+from flex_bridge.coordinator import Coordinator
+from flex_bridge.handlers import HandlerRegistry
+from flex_bridge.metrics import Metrics
+from flex_bridge.settings import Settings
+
+logger = logging.getLogger("flex_bridge.web")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    metrics: Metrics
+    journal: Journal
+    taskrouter: TaskRouterPort
+    channel: SyncChannelPort
+    tokens: TokenValidatorPort
+    coordinator: Coordinator
+    handlers: HandlerRegistry
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        await self.handlers.drain()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.coordinator.close()
+        for closer in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                await closer()
+
+
+ServicesFactory = Callable[[Settings, Metrics], Awaitable[Services]]
+
+
+async def open_services(settings: Settings, metrics: Metrics) -> Services:
+    """The real adapters, over the official client (pointed at Twilio or the emulator)."""
+    http = BridgeHttpClient(settings.twilio_base_url, timeout=settings.http_timeout)
+    user, password = settings.rest_auth
+    client = Client(user, password, account_sid=settings.account_sid, http_client=http)
+    journal = SqliteJournal(settings.journal)
+    await journal.open()
+    taskrouter = TwilioTaskRouter(client, settings.workspace_sid)
+    channel = TwilioSyncChannel(
+        client,
+        settings.sync_service_sid,
+        ttl=settings.policy.sync.item_ttl,
+        on_write=lambda outcome: metrics.sync_writes.labels(outcome).inc(),
+    )
+    tokens = TwilioTokenValidator(http, settings.account_sid, settings.rest_auth)
+    coordinator = Coordinator(
+        journal,
+        channel,
+        taskrouter,
+        settings.policy,
+        metrics=metrics,
+        crash_at=settings.crash_at,
+    )
+    handlers = HandlerRegistry(metrics)
+    handlers.load(settings.policy.event_handlers)
+    return Services(
+        settings=settings,
+        metrics=metrics,
+        journal=journal,
+        taskrouter=taskrouter,
+        channel=channel,
+        tokens=tokens,
+        coordinator=coordinator,
+        handlers=handlers,
+        closers=[http.close, journal.close],
+    )
