@@ -112,6 +112,8 @@ class ThreadedServer:
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
+        if not self._thread.is_alive():
+            return
         if self.loop is not None and self._shutdown is not None:
             self.loop.call_soon_threadsafe(self._shutdown.set)
         self._thread.join(timeout)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
-from quart import Quart, Response, request, websocket
+from quart import Quart, Response, has_request_context, request, websocket
+from werkzeug.exceptions import HTTPException
 
 from flex_bridge.emulator.api import ApiError, Call, parse_fields
 from flex_bridge.emulator.core import Emulator
@@ -29,6 +31,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DROP_KEY = "flex_bridge.drop"
 FAULT_CODES = {429: 20429, 500: 20500, 503: 20503, 504: 20504}
+HTTP_ERROR_CODES = {400: 20001, 401: 20003, 404: 20404, 405: 20004, 500: 20500, 503: 20503}
+# The clock moves by at most a century per call: far beyond any timer the emulator sets, and
+# far from the end of the representable date range (year 9999), where every date breaks.
+MAX_ADVANCE = 100 * 366 * 86_400
 FAULT_MESSAGES = {
     429: "Too Many Requests",
     500: "Internal Server Error",
@@ -54,6 +60,32 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(exc: ApiError) -> Response:
     return json_response(exc.body(), exc.status, exc.headers)
+
+
+class NotJson(ValueError):
+    """A body that is not strict JSON; the message says why."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotJson(f"the number {text} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json module accepts NaN, Infinity and -Infinity; JSON does not.
+    raise NotJson(f"{name} is not a JSON value")
+
+
+def strict_json(raw: str | bytes) -> Any:
+    """Parse a request body as strict JSON: finite numbers only. Raises ``NotJson``."""
+    try:
+        return json.loads(raw, parse_float=_finite_float, parse_constant=_no_constant)
+    except NotJson:
+        raise
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise NotJson(str(exc)) from None
 
 
 def with_dropped_responses(app: Any) -> ASGIApp:
@@ -144,6 +176,8 @@ def create_emulator_app(emu: Emulator) -> Quart:
         return decision, error_response(err)
 
     def lose(decision: Decision) -> Response | None:
+        if decision.lose_mode is not None:
+            emu.faults.count(f"lose_{decision.lose_mode}")
         if decision.lose_mode == "504":
             return error_response(ApiError(504, 20504, FAULT_MESSAGES[504]))
         if decision.lose_mode == "drop":
@@ -203,7 +237,10 @@ def create_emulator_app(emu: Emulator) -> Quart:
             return injected
         if account_sid != emu.config.account_sid:
             return error_response(ApiError(404, 20404, f"Account {account_sid} was not found"))
-        body = await request.get_json(force=True, silent=True)
+        try:
+            body = strict_json(await request.get_data(as_text=False))
+        except NotJson:
+            body = None
         if not isinstance(body, dict) or not isinstance(body.get("token"), str):
             return error_response(
                 ApiError(400, 20001, 'The body must be a JSON object {"token": "..."}')
@@ -223,12 +260,34 @@ def create_emulator_app(emu: Emulator) -> Quart:
             return lost
         return json_response(answer)
 
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        # Unknown paths, wrong methods, oversized bodies and unexpected failures (which Quart
+        # has already logged) answer in Twilio's error shape too, not with an HTML page. This
+        # runs for WebSocket handshakes as well, where there is no ``request``.
+        status = exc.code or 500
+        code = HTTP_ERROR_CODES.get(status, 20500 if status >= 500 else 20001)
+        message = exc.description or exc.name
+        if status == 404:
+            path = request.path if has_request_context() else websocket.path
+            message = f"The requested resource {path} was not found"
+        return error_response(ApiError(status, code, message))
+
+    @app.errorhandler(ApiError)
+    async def api_error(exc: ApiError) -> Response:
+        return error_response(exc)
+
     # -------------------------------------------------------------------------- admin API
     def bad_request(message: str) -> Response:
         return error_response(ApiError(400, 20001, message))
 
     async def json_body() -> Any:
-        return await request.get_json(force=True, silent=True)
+        """The request's JSON body; a body that is not strict JSON is answered with 400."""
+        raw = await request.get_data(as_text=False)
+        try:
+            return strict_json(raw)
+        except NotJson as exc:
+            raise ApiError(400, 20001, f"The body is not valid JSON: {exc}") from None
 
     @app.get("/_emulator/health")
     async def health() -> Response:
@@ -248,6 +307,8 @@ def create_emulator_app(emu: Emulator) -> Quart:
         seconds = body.get("seconds") if isinstance(body, dict) else None
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             return bad_request('The body must be {"seconds": <a non-negative number>}')
+        if seconds > MAX_ADVANCE:
+            return bad_request(f"seconds must be at most {MAX_ADVANCE} (a century) per call")
         fired = emu.scheduler.advance(float(seconds))
         return json_response({"now": emu.clock.now(), "offset": emu.clock.offset, "fired": fired})
 

@@ -93,6 +93,7 @@ class Emulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._scheduler_task
             self._scheduler_task = None
+        await self.taskrouter.close()
         await self.sender.close()
 
     def dump(self) -> dict[str, Any]:

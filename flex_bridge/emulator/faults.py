@@ -73,9 +73,9 @@ def _probability(raw: Any, name: str) -> float:
     return float(raw)
 
 
-def _non_negative(raw: Any, name: str) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or raw < 0:
-        raise FaultSpecError(f"{name} must be a non-negative number")
+def _non_negative(raw: Any, name: str, limit: float = 3600.0) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not 0 <= raw <= limit:
+        raise FaultSpecError(f"{name} must be a number between 0 and {limit:g}")
     return float(raw)
 
 
@@ -119,8 +119,8 @@ def parse_rule(raw: Any) -> FaultRule:
             rule.path = re.compile(path)
         except re.error as exc:
             raise FaultSpecError(f"path is not a valid regular expression: {exc}") from exc
-    rule.latency_ms = _non_negative(raw.get("latency_ms", 0), "latency_ms")
-    rule.jitter_ms = _non_negative(raw.get("jitter_ms", 0), "jitter_ms")
+    rule.latency_ms = _non_negative(raw.get("latency_ms", 0), "latency_ms", 600_000)
+    rule.jitter_ms = _non_negative(raw.get("jitter_ms", 0), "jitter_ms", 600_000)
     rates = raw.get("error_rates", {})
     if not isinstance(rates, dict):
         raise FaultSpecError("error_rates must map a status (429, 500, 503) to a probability")
@@ -133,7 +133,7 @@ def parse_rule(raw: Any) -> FaultRule:
     rule.retry_after = _non_negative(raw.get("retry_after", 1), "retry_after")
     rps = raw.get("rate_limit_rps")
     if rps is not None:
-        rule.rate_limit_rps = _non_negative(rps, "rate_limit_rps")
+        rule.rate_limit_rps = _non_negative(rps, "rate_limit_rps", 1_000_000)
         if rule.rate_limit_rps <= 0:
             raise FaultSpecError("rate_limit_rps must be positive")
         rule.bucket = TokenBucket.full(
@@ -182,9 +182,15 @@ class Faults:
         if seed is not None:
             self.seed = seed
         self.rng = random.Random(self.seed)
+        self.injected = {}
 
     def clear(self) -> None:
+        """Remove every rule. The counts of injected faults stay readable until the next
+        ``configure``, which starts them again from zero."""
         self.rules = []
+
+    def count(self, key: str) -> None:
+        self.injected[key] = self.injected.get(key, 0) + 1
 
     def decide(self, product: str, method: str, path: str) -> Decision:
         if not self.rules:
@@ -224,11 +230,8 @@ class Faults:
                 lose_mode = rule.lose_mode
         decision = Decision(latency, error_status, retry_after, lose_mode, rate_limited)
         if error_status is not None:
-            key = "rate_limit" if rate_limited else str(error_status)
-            self.injected[key] = self.injected.get(key, 0) + 1
-        elif lose_mode is not None:
-            key = f"lose_{lose_mode}"
-            self.injected[key] = self.injected.get(key, 0) + 1
+            self.count("rate_limit" if rate_limited else str(error_status))
+        # A lost response is counted when it is lost: only a request that was applied is.
         return decision
 
     def describe(self) -> dict[str, Any]:

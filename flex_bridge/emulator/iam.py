@@ -7,6 +7,7 @@ expiry with ``/_emulator/clock/advance``.
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,9 @@ from typing import Any
 from flex_bridge.emulator.clock import Clock, iso
 
 ROLES = frozenset({"agent", "supervisor", "admin"})
+# Far longer than any Flex token lives (Twilio caps access tokens at 24 h), yet every expiry
+# stays a date that can be rendered.
+MAX_TTL = 10 * 365 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +56,8 @@ class TokenStore:
         bad = [r for r in roles if r not in ROLES]
         if bad or not roles:
             raise ValueError(f"roles must be a non-empty subset of {sorted(ROLES)}; got {roles}")
-        if ttl <= 0:
-            raise ValueError("ttl must be positive")
+        if not math.isfinite(ttl) or not 0 < ttl <= MAX_TTL:
+            raise ValueError(f"ttl must be a positive number of seconds, at most {MAX_TTL}")
         token = IssuedToken(
             token="flex-emulator." + secrets.token_urlsafe(24),
             identity=identity,

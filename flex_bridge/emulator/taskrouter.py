@@ -95,6 +95,13 @@ class TaskRouter:
         self.workspaces: dict[str, Workspace] = {}
         self._background: set[asyncio.Task[None]] = set()
 
+    async def close(self) -> None:
+        """Cancel assignment offers still in flight."""
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
     # ----------------------------------------------------------------------------- lookups
     def workspace(self, sid: str) -> Workspace:
         ws = self.workspaces.get(sid)
@@ -533,8 +540,8 @@ class TaskRouter:
             task_queue_entered_date=now if queue_sid else None,
             virtual_start_time=self._timestamp(start) if start else now,
         )
-        if routing_target is not None:
-            task.target_expression = parse_expression(f"sid == '{routing_target}'")
+        task.routing_target = routing_target
+        task.ignore_capacity = bool(form.get("IgnoreCapacity", False))
         ws.tasks[task.sid] = task
         ws.pending_tasks.add(task.sid)
         if workflow is not None and queue_sid is None:
@@ -865,6 +872,8 @@ class TaskRouter:
             attrs = parse_attributes(task.attributes)
             for worker in idle:
                 if worker.sid in task.rejected_by:
+                    continue
+                if task.routing_target is not None and worker.sid != task.routing_target:
                     continue
                 if not queue.expression.evaluate(worker.parsed, task=attrs, worker=worker.parsed):
                     continue

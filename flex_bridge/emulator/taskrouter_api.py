@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from flex_bridge.emulator.api import ApiError, Call, Reply, Router, page, resource_url
@@ -269,8 +269,8 @@ class Renderer:
                 "reservations": _url(f"{base}/Reservations"),
             },
             "virtual_start_time": iso(t.virtual_start_time),
-            "ignore_capacity": False,
-            "routing_target": None,
+            "ignore_capacity": t.ignore_capacity,
+            "routing_target": t.routing_target,
         }
 
     def reservation(self, ws: Workspace, r: Reservation, *, under_worker: bool) -> JSON:
@@ -326,6 +326,20 @@ class Renderer:
             "url": _url(f"/v1/Workspaces/{ws.sid}/Events/{e.sid}"),
             "workspace_sid": ws.sid,
         }
+
+
+R = TypeVar("R")
+
+
+def ordered(rows: list[R], ordering: str | None, keys: dict[str, Callable[[R], Any]]) -> list[R]:
+    """Sort by ``Field:asc|desc``; an ordering the emulator does not know is a 400."""
+    if ordering is None:
+        return rows
+    field, _, direction = ordering.partition(":")
+    if field not in keys or direction not in ("asc", "desc", ""):
+        supported = ", ".join(f"{k}:asc|desc" for k in keys)
+        raise ApiError(400, 20001, f"Ordering {ordering!r} is not supported ({supported})")
+    return sorted(rows, key=keys[field], reverse=direction == "desc")
 
 
 def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
@@ -456,7 +470,12 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
                 raise ApiError(400, 20001, "EvaluateWorkerAttributes must be a JSON object")
             candidates.append(attributes)
         rows = []
-        for queue in ws.task_queues.values():
+        queues = ordered(
+            list(ws.task_queues.values()),
+            q.get("Ordering"),
+            {"DateCreated": lambda x: x.date_created, "DateUpdated": lambda x: x.date_updated},
+        )
+        for queue in queues:
             if "FriendlyName" in q and queue.friendly_name != q["FriendlyName"]:
                 continue
             if not all(queue.expression.evaluate(c, worker=c) for c in candidates):
@@ -538,7 +557,16 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
                 return paged(spec, call, [])
             queues.extend(named)
         rows = []
-        for w in ws.workers.values():
+        workers = ordered(
+            list(ws.workers.values()),
+            q.get("Ordering"),
+            {
+                "DateCreated": lambda x: x.date_created,
+                "DateUpdated": lambda x: x.date_updated,
+                "DateStatusChanged": lambda x: x.date_status_changed,
+            },
+        )
+        for w in workers:
             activity = ws.activities.get(w.activity_sid)
             if "ActivitySid" in q and w.activity_sid != q["ActivitySid"]:
                 continue
@@ -594,15 +622,19 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
         expression = None
         if "EvaluateTaskAttributes" in q:
             expression = engine._expression(q["EvaluateTaskAttributes"], "EvaluateTaskAttributes")
-        tasks = list(ws.tasks.values())
-        for t in list(tasks):
+        has_addons = q.get("HasAddons")
+
+        def keep(t: Task) -> bool:
             queue = ws.task_queues.get(t.task_queue_sid or "")
             workflow = ws.workflows.get(t.workflow_sid or "")
-            keep = (
+            return (
                 (not statuses or t.assignment_status in statuses)
                 and ("Priority" not in q or t.priority == q["Priority"])
                 and ("WorkflowSid" not in q or t.workflow_sid == q["WorkflowSid"])
                 and ("TaskQueueSid" not in q or t.task_queue_sid == q["TaskQueueSid"])
+                and ("RoutingTarget" not in q or t.routing_target == q["RoutingTarget"])
+                # The emulator has no Add-ons: every task's addons are "{}".
+                and has_addons is not True
                 and (
                     "WorkflowName" not in q
                     or (workflow is not None and workflow.friendly_name == q["WorkflowName"])
@@ -613,18 +645,17 @@ def register_taskrouter_routes(router: Router, engine: TaskRouter) -> None:
                 )
                 and (expression is None or expression.evaluate(parse_attributes(t.attributes)))
             )
-            if not keep:
-                tasks.remove(t)
-        ordering = q.get("Ordering", "DateCreated:asc")
-        field, _, direction = ordering.partition(":")
-        keys: dict[str, Callable[[Task], Any]] = {
-            "DateCreated": lambda t: t.date_created,
-            "Priority": lambda t: t.priority,
-            "VirtualStartTime": lambda t: t.virtual_start_time,
-        }
-        if field not in keys or direction not in ("asc", "desc", ""):
-            raise ApiError(400, 20001, f"Ordering {ordering!r} is not supported")
-        tasks.sort(key=keys[field], reverse=direction == "desc")
+
+        tasks = [t for t in ws.tasks.values() if keep(t)]
+        tasks = ordered(
+            tasks,
+            q.get("Ordering", "DateCreated:asc"),
+            {
+                "DateCreated": lambda t: t.date_created,
+                "Priority": lambda t: t.priority,
+                "VirtualStartTime": lambda t: t.virtual_start_time,
+            },
+        )
         return paged(spec, call, [r.task(ws, t) for t in tasks])
 
     @route("POST", f"{WS}/Tasks")

@@ -117,6 +117,8 @@ class Task:
     task_queue_entered_date: float | None
     virtual_start_time: float
     target_expression: Expression | None = None
+    routing_target: str | None = None
+    ignore_capacity: bool = False
     reason: str | None = None
     version: int = 0
     rejections: int = 0

@@ -8,6 +8,9 @@ stays the same across retries of one delivery.
 Event callbacks that fail (a connection error, a timeout, or a 5xx/429 answer) are retried up
 to ``event_attempts`` times in all, after 1 s, 2 s, 4 s, ... (emulator real time). A 4xx
 answer other than 429 is final: Twilio does not retry a callback the receiver refused.
+
+Once ``close`` has run (the emulator is shutting down) nothing more is sent: a delivery or an
+assignment offer still in flight gets an error result instead of a new HTTP session.
 """
 
 from __future__ import annotations
@@ -52,8 +55,11 @@ class WebhookSender:
         self.retry_base = retry_base
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("the webhook sender is closed")
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=256, force_close=False)
@@ -61,6 +67,7 @@ class WebhookSender:
         return self._session
 
     async def close(self) -> None:
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -85,6 +92,11 @@ class WebhookSender:
             "User-Agent": "TwilioProxy/1.1 (flex-bridge emulator)",
         }
         result: WebhookResult
+        if self._closed:
+            # Shutting down: say so in the log rather than open a session nobody will close.
+            result = WebhookResult(None, "", "", error="not sent: the emulator is shutting down")
+            self._record(kind, url, params, result, attempt, headers)
+            return result
         try:
             async with self.session().post(
                 url,
@@ -101,6 +113,18 @@ class WebhookSender:
             result = WebhookResult(None, "", "", error=f"no answer within {timeout:g} s")
         except aiohttp.ClientError as exc:
             result = WebhookResult(None, "", "", error=f"{type(exc).__name__}: {exc}")
+        self._record(kind, url, params, result, attempt, headers)
+        return result
+
+    def _record(
+        self,
+        kind: str,
+        url: str,
+        params: Mapping[str, str],
+        result: WebhookResult,
+        attempt: int,
+        headers: Mapping[str, str],
+    ) -> None:
         self.log.append(
             "webhook",
             webhook=kind,
@@ -111,10 +135,11 @@ class WebhookSender:
             attempt=attempt,
             idempotency_token=headers["I-Twilio-Idempotency-Token"],
         )
-        return result
 
     def send_event(self, url: str, params: Mapping[str, str]) -> None:
         """Deliver an event callback in the background, with the retry rule above."""
+        if self._closed:
+            return
         task = asyncio.get_running_loop().create_task(self._deliver_event(url, dict(params)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
