@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check flex_bridge tests bench
-	$(BIN)/ruff format --check flex_bridge tests bench
+	$(BIN)/ruff check flex_bridge tests $(wildcard bench)
+	$(BIN)/ruff format --check flex_bridge tests $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict flex_bridge
