@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         "twilio client, printing each step. Exits non-zero if anything was unexpected.",
     )
     demo.add_argument("--quiet", action="store_true", help="print only the summary")
+    demo.add_argument("--tasks", type=int, default=60, help="how many tasks (default 60)")
+    demo.add_argument("--agents", type=int, default=4, help="how many agents, 1-6 (default 4)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     return parser
 
 
@@ -154,9 +157,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "emulator":
             return asyncio.run(run_emulator(args))
         if args.command == "demo":
-            from flex_bridge.demo import run_demo
+            from flex_bridge.demo import DemoOptions, run_demo
 
-            return asyncio.run(run_demo(quiet=args.quiet))
+            if not 1 <= args.agents <= 6:
+                raise ConfigError("--agents must be between 1 and 6")
+            if args.tasks < 1:
+                raise ConfigError("--tasks must be at least 1")
+            options = DemoOptions(
+                tasks=args.tasks, agents=args.agents, seed=args.seed, quiet=args.quiet
+            )
+            return asyncio.run(run_demo(options))
     except ConfigError as exc:
         print(f"flex-bridge: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -58,7 +58,12 @@ def hypercorn_config(sock: socket.socket) -> Config:
 
 
 async def serve_app(app: Any, sock: socket.socket, shutdown: asyncio.Event) -> None:
-    await serve(app, hypercorn_config(sock), shutdown_trigger=shutdown.wait)
+    """Serve until ``shutdown`` is set; the socket is closed when serving ends."""
+    try:
+        await serve(app, hypercorn_config(sock), shutdown_trigger=shutdown.wait)
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 class ThreadedServer:

@@ -35,8 +35,8 @@ class Journal(Protocol):
         """Record ``intent`` unless the reservation already has one that it should join.
 
         Returns ``(intent, True)`` when recorded, or ``(existing, False)`` when an unsettled
-        intent holds the reservation (any op), or when the latest intent for the reservation
-        has the same op and settled applied (a replay of a change already made).
+        intent holds the reservation (any op), or when an intent with the same op and params
+        already settled applied on it (a replay of a change already made).
         """
         ...
 
@@ -51,6 +51,10 @@ class Journal(Protocol):
         ...
 
     async def unsettled(self, limit: int = 1000) -> list[Intent]: ...
+
+    async def recent(self, limit: int = 100) -> list[Intent]:
+        """The newest intents first."""
+        ...
 
     async def first_seen(self, key: str, ttl: float) -> bool:
         """True the first time ``key`` is seen within ``ttl`` seconds (atomically)."""
@@ -253,16 +257,20 @@ class SqliteJournal:
                 "(SELECT intent_id FROM claims WHERE reservation_sid = ?)",
                 (intent.reservation_sid,),
             )
-            if existing is not None and (
-                existing.state in UNSETTLED
-                or (
-                    existing.op == intent.op
-                    and existing.params == intent.params
-                    and existing.outcome == "applied"
-                )
-            ):
+            if existing is not None and existing.state in UNSETTLED:
                 await db.execute("COMMIT")
                 return existing, False
+            # A replay of a change already made (a late double click, a webhook retry after
+            # the intent settled): answer with the intent that made it.
+            replayed = await self._one(
+                f"SELECT {COLUMNS} FROM intents WHERE reservation_sid = ? AND op = ? "
+                "AND params = ? AND state = 'settled' AND error_message IS NULL "
+                "ORDER BY intent_id DESC LIMIT 1",
+                (intent.reservation_sid, intent.op, json.dumps(intent.params, sort_keys=True)),
+            )
+            if replayed is not None:
+                await db.execute("COMMIT")
+                return replayed, False
             placeholders = ", ".join("?" * len(COLUMNS.split(",")))
             await db.execute(
                 f"INSERT INTO intents ({COLUMNS}) VALUES ({placeholders})", _intent_values(intent)
@@ -307,6 +315,13 @@ class SqliteJournal:
         async with self.db.execute(
             f"SELECT {COLUMNS} FROM intents WHERE state != 'settled' ORDER BY intent_id LIMIT ?",
             (limit,),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_row_to_intent(r) for r in rows]
+
+    async def recent(self, limit: int = 100) -> list[Intent]:
+        async with self.db.execute(
+            f"SELECT {COLUMNS} FROM intents ORDER BY intent_id DESC LIMIT ?", (limit,)
         ) as cursor:
             rows = await cursor.fetchall()
         return [_row_to_intent(r) for r in rows]
