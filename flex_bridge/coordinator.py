@@ -84,8 +84,25 @@ OBSERVED_OP = {
     "canceled": "accept",
     "rescinded": "accept",
 }
+# How far along its lifecycle a reservation status is: an event whose status is behind what
+# the channel already shows is a late delivery, and must not move the channel back.
+STATUS_RANK = {
+    "pending": 0,
+    "accepted": 1,
+    "wrapping": 2,
+    "completed": 3,
+    "rejected": 3,
+    "timeout": 3,
+    "canceled": 3,
+    "rescinded": 3,
+}
 SETTLE_WINDOW = 30.0
 INSTRUCTION_GRACE = 10.0
+
+
+def _behind(status: str | None, other: str | None) -> bool:
+    """True when ``status`` is earlier in the reservation lifecycle than ``other``."""
+    return STATUS_RANK.get(status or "", -1) < STATUS_RANK.get(other or "", -1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +157,10 @@ class Coordinator:
             policy.retry.max_attempts, policy.retry.base, policy.retry.cap
         )
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._waiters: dict[str, asyncio.Event] = {}
-        self._observed: OrderedDict[str, str] = OrderedDict()
+        # One event per waiting caller: several callers (a double click) may wait on one intent.
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        # ReservationSid -> (the status TaskRouter's last event gave, when it came).
+        self._observed: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._recovery: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -205,7 +224,9 @@ class Coordinator:
 
     async def wait(self, intent_id: str, timeout: float) -> Intent | None:
         """The intent once settled (or its settle failed for now), or as it is at ``timeout``."""
-        event = self._waiters.setdefault(intent_id, asyncio.Event())
+        event = asyncio.Event()
+        waiters = self._waiters.setdefault(intent_id, set())
+        waiters.add(event)
         try:
             intent = await self.journal.get(intent_id)
             if intent is None or intent.settled or timeout <= 0:
@@ -216,11 +237,12 @@ class Coordinator:
                 await asyncio.wait_for(event.wait(), timeout)
             return await self.journal.get(intent_id)
         finally:
-            self._waiters.pop(intent_id, None)
+            waiters.discard(event)
+            if not waiters and self._waiters.get(intent_id) is waiters:
+                del self._waiters[intent_id]
 
     def _notify(self, intent_id: str) -> None:
-        event = self._waiters.get(intent_id)
-        if event is not None:
+        for event in self._waiters.get(intent_id, ()):
             event.set()
 
     # ---------------------------------------------------------------------------- driving
@@ -315,33 +337,41 @@ class Coordinator:
         return await self._move(intent, ("recorded",), state="announced")
 
     def observed(self, reservation_sid: str) -> str | None:
-        return self._observed.get(reservation_sid)
+        seen = self._observed.get(reservation_sid)
+        return seen[0] if seen else None
 
     def _observe(self, reservation_sid: str, status: str) -> None:
-        self._observed[reservation_sid] = status
+        self._observed[reservation_sid] = (status, self.clock())
         self._observed.move_to_end(reservation_sid)
         while len(self._observed) > 50_000:
             self._observed.popitem(last=False)
 
     async def _fetch_verdict(self, intent: Intent) -> Verdict | None:
         """What a fetch says about the intent; None when the op may (still) be sent."""
+        return self._verdict(intent, await self._fetch_status(intent))
+
+    async def _fetch_status(self, intent: Intent) -> str:
         view = await self.taskrouter.fetch_reservation(intent.task_sid, intent.reservation_sid)
         self.metrics.upstream.labels("taskrouter", "fetch_reservation", "ok").inc()
-        verdict = outcome_of(intent.op, intent.params, view.status)
+        return view.status
+
+    def _verdict(self, intent: Intent, status: str) -> Verdict | None:
+        """What TaskRouter's ``status`` says about the intent; None when it may (still) be sent."""
+        verdict = outcome_of(intent.op, intent.params, status)
         if verdict == "retry":
             return None
         if verdict == "applied":
-            return Verdict("applied", view.status)
+            return Verdict("applied", status)
         if verdict == "unknown":
             return Verdict(
                 "refused",
-                view.status,
+                status,
                 ErrorInfo(None, "the outcome of the instruction cannot be known; not resent"),
             )
         return Verdict(
             "refused",
-            view.status,
-            ErrorInfo(20001, f"reservation is {view.status}; {intent.op} can no longer happen"),
+            status,
+            ErrorInfo(20001, f"reservation is {status}; {intent.op} can no longer happen"),
         )
 
     async def _apply(self, intent: Intent) -> Intent:
@@ -398,16 +428,20 @@ class Coordinator:
             )
         except UpstreamError as exc:
             # Out of attempts or time: one last look decides, without sending again.
+            seen: str | None = None
             try:
-                last = await self._fetch_verdict(state["intent"])  # type: ignore[arg-type]
+                seen = await self._fetch_status(state["intent"])  # type: ignore[arg-type]
+                last = self._verdict(state["intent"], seen)  # type: ignore[arg-type]
             except UpstreamError:
                 last = None
             if last is not None:
                 verdict = last
             else:
+                # Not applied. When the last look saw the reservation (still pending, say),
+                # the item says so: the plugin may act on it again (sync/README.md).
                 code = exc.code or (503 if exc.status is None else exc.status)
                 verdict = Verdict(
-                    "refused", None, ErrorInfo(code, f"TaskRouter unavailable: {exc.message}")
+                    "refused", seen, ErrorInfo(code, f"TaskRouter unavailable: {exc.message}")
                 )
         current: Intent = state["intent"]  # type: ignore[assignment]
         if verdict.outcome == "applied":
@@ -443,7 +477,26 @@ class Coordinator:
                 settled.op, settled.source, settled.outcome or "unknown"
             ).inc()
         self._notify(intent.intent_id)
+        if settled.settled:
+            await self._catch_up(intent, settled)
         return settled
+
+    async def _catch_up(self, before: Intent, settled: Intent) -> None:
+        """Rule 6 for an event that came while this intent was applied or refused but not yet
+        settled (``on_reservation_event`` leaves such an intent to its driver): when TaskRouter
+        reported another status after the intent's outcome was known, the channel follows it.
+        For example, Sync was down, the bridge's accept was refused (strict), and the agent
+        accepted in Flex meanwhile."""
+        seen = self._observed.get(settled.reservation_sid)
+        if seen is None:
+            return
+        status, at = seen
+        if at < before.updated_at or not _behind(settled.reservation_status, status):
+            return
+        self._log(settled, "TaskRouter reported %s meanwhile; following it", status)
+        await self._record_observation(
+            settled.reservation_sid, settled.task_sid, settled.worker_sid, status
+        )
 
     # ----------------------------------------------------------------------------- events
     async def on_reservation_event(
@@ -466,8 +519,17 @@ class Coordinator:
             return  # the driver of that intent settles it, and will see this status
         if latest is not None and latest.reservation_status == status:
             return  # the channel already shows this
-        if latest is not None and status == "accepted" and latest.op == "accept":
-            return
+        if latest is not None and _behind(status, latest.reservation_status):
+            return  # a late event: the channel already shows a later status
+        if (
+            latest is not None
+            and status == "accepted"
+            and latest.op == "accept"
+            and latest.outcome == "applied"
+        ):
+            return  # the channel already shows this accept as applied
+        # Otherwise (nothing known, another status, or an intent that settled *failed* while
+        # TaskRouter says the change happened after all) the channel follows TaskRouter.
         await self._record_observation(reservation_sid, task_sid, worker_sid, status)
 
     async def _record_observation(
@@ -526,10 +588,21 @@ class Coordinator:
 
     # --------------------------------------------------------------------------- recovery
     async def recover(self) -> int:
-        """Resume every unsettled intent from its journal state; returns how many."""
+        """Resume every unsettled intent from its journal state; returns how many.
+
+        An instruction intent (``via = "instruction"``) still ``recorded`` or ``announced``
+        belongs to the assignment callback answering with it, here or in another instance,
+        until ``INSTRUCTION_GRACE`` has passed since its last step: driving it sooner would
+        send the op over REST as well as in the reply, a double accept. After the grace that
+        reply has long gone out without the instruction (the callback's budget is far
+        shorter), or never went out (the process died), so the op goes over REST.
+        """
         resumed = 0
         for intent in await self.journal.unsettled(limit=100_000):
             if intent.intent_id in self._running:
+                continue
+            recent = self.clock() - intent.updated_at < INSTRUCTION_GRACE
+            if intent.via == "instruction" and intent.state in ("recorded", "announced") and recent:
                 continue
             if intent.state == "instructed":
                 if self.clock() - intent.updated_at < INSTRUCTION_GRACE:
@@ -556,6 +629,10 @@ class Coordinator:
                     logger.info("recovery resumed %d intent(s)", resumed)
             except FlexBridgeError as exc:
                 logger.warning("recovery sweep failed: %s", exc)
+            except Exception:
+                # Whatever broke this sweep (a raw sqlite error, say) must not end the
+                # periodic sweeps: rule 5 depends on them for the life of the process.
+                logger.exception("recovery sweep failed unexpectedly")
             await asyncio.sleep(interval)
 
     def start_recovery(self, interval: float) -> None:

@@ -34,8 +34,10 @@ def load_handler(path: str) -> Handler:
         raise ConfigError(f"event handler {path!r} must look like package.module:function")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"event handler {path!r}: cannot import {module_name}: {exc}") from None
+    except Exception as exc:  # ImportError, or whatever the module raised while importing
+        raise ConfigError(
+            f"event handler {path!r}: cannot import {module_name}: {type(exc).__name__}: {exc}"
+        ) from exc
     handler = getattr(module, attr, None)
     if not callable(handler):
         raise ConfigError(f"event handler {path!r}: {attr} is not a callable in {module_name}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -87,8 +88,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds; got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive")
+    if not (value > 0 and math.isfinite(value)):  # NaN fails every comparison
+        raise ConfigError(f"{name} must be a positive, finite number of seconds; got {raw!r}")
     return value
 
 
@@ -100,7 +101,7 @@ def load_policy(path: str | None) -> Policy:
             data = tomllib.load(handle)
     except OSError as exc:
         raise ConfigError(f"FLEX_BRIDGE_POLICY: cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"FLEX_BRIDGE_POLICY: {path} is not valid TOML: {exc}") from None
     try:
         return parse_policy(data)

@@ -86,6 +86,8 @@ class TwilioTokenValidator:
             raise UpstreamError(f"token validation answered HTTP {status}", status=status)
         if len(self._cache) >= self.max_entries:
             self._cache = {k: v for k, v in self._cache.items() if v[2] > now}
+            while self._cache and len(self._cache) >= self.max_entries:  # live: drop the oldest
+                del self._cache[next(iter(self._cache))]
         if not body.get("valid"):
             message = str(body.get("message") or "the Flex token is not valid")
             self._cache[key] = (None, message, now + self.negative_ttl)

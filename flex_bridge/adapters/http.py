@@ -25,6 +25,7 @@ the product adapters translate those.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -71,6 +72,8 @@ def _retry_after(value: str | None) -> float | None:
         seconds = float(value)
     except ValueError:
         return None  # an HTTP date: rare from Twilio; fall back to our own backoff
+    if not math.isfinite(seconds):
+        return None  # "inf" would stop retries (or wait forever without a deadline)
     return max(0.0, seconds)
 
 

@@ -209,9 +209,9 @@ class SqliteJournal:
         return self._db
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
             await self._db.execute("PRAGMA synchronous=FULL")
@@ -326,19 +326,26 @@ class SqliteJournal:
             rows = await cursor.fetchall()
         return [_row_to_intent(r) for r in rows]
 
+    # Every write takes the lock, even a single statement: on the one shared connection a
+    # statement issued while another operation's transaction is open joins that transaction,
+    # and its ROLLBACK would undo it.
     async def first_seen(self, key: str, ttl: float) -> bool:
-        now = self.clock()
-        cursor = await self.db.execute(
-            "INSERT INTO seen (key, expires_at) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
-            "WHERE seen.expires_at <= ?",
-            (key, now + ttl, now),
-        )
-        return cursor.rowcount == 1
+        async with self._lock:
+            now = self.clock()
+            cursor = await self.db.execute(
+                "INSERT INTO seen (key, expires_at) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
+                "WHERE seen.expires_at <= ?",
+                (key, now + ttl, now),
+            )
+            return cursor.rowcount == 1
 
     async def purge_seen(self) -> int:
-        cursor = await self.db.execute("DELETE FROM seen WHERE expires_at <= ?", (self.clock(),))
-        return cursor.rowcount
+        async with self._lock:
+            cursor = await self.db.execute(
+                "DELETE FROM seen WHERE expires_at <= ?", (self.clock(),)
+            )
+            return cursor.rowcount
 
     async def record_timeout(self, task_sid: str, reservation_sid: str) -> int:
         async with self._lock:

@@ -11,6 +11,7 @@ apply); nothing patches ``asyncio.sleep``.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -52,7 +53,11 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class _Schedule:
-    """Decides, once per failed attempt, whether to retry and how long to wait first."""
+    """Decides, once per failed attempt, whether to retry and how long to wait first.
+
+    tenacity asks for the wait *before* it asks whether to stop, so both questions read one
+    decision, made once per attempt number (the order of the calls does not matter).
+    """
 
     def __init__(
         self, policy: RetryPolicy, deadline: float | None, clock: Callable[[], float]
@@ -61,19 +66,26 @@ class _Schedule:
         self.deadline = deadline
         self.clock = clock
         self.next_wait = 0.0
+        self._decided_for = 0
+
+    def _decide(self, state: RetryCallState) -> float:
+        if self._decided_for != state.attempt_number:
+            exc = state.outcome.exception() if state.outcome else None
+            wait = self.policy.backoff(state.attempt_number)
+            if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
+                wait = exc.retry_after
+            self.next_wait = 0.0 if _testing else wait
+            self._decided_for = state.attempt_number
+        return self.next_wait
 
     def stop(self, state: RetryCallState) -> bool:
         if state.attempt_number >= self.policy.max_attempts:
             return True
-        exc = state.outcome.exception() if state.outcome else None
-        wait = self.policy.backoff(state.attempt_number)
-        if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-            wait = exc.retry_after
-        self.next_wait = 0.0 if _testing else wait
-        return self.deadline is not None and self.clock() + self.next_wait >= self.deadline
+        wait = self._decide(state)
+        return self.deadline is not None and self.clock() + wait >= self.deadline
 
     def wait(self, state: RetryCallState) -> float:
-        return self.next_wait
+        return self._decide(state)
 
 
 async def retrying(
@@ -83,10 +95,12 @@ async def retrying(
     deadline: float | None = None,
     clock: Callable[[], float] = time.time,
     on_retry: Callable[[BaseException, float], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """Run ``attempt`` until it succeeds, fails for good, or the policy says stop.
 
-    The last error is re-raised as it is when the policy stops.
+    The last error is re-raised as it is when the policy stops. ``on_retry(error, wait)`` is
+    called before each wait; ``sleep`` is the seam that waits (``asyncio.sleep``).
     """
     schedule = _Schedule(policy, deadline, clock)
 
@@ -102,6 +116,7 @@ async def retrying(
         retry=retry_if_exception(is_transient),
         reraise=True,
         before_sleep=before_sleep,
+        sleep=sleep,
     )
 
     async def call() -> T:  # tenacity needs a coroutine function, not any awaitable factory

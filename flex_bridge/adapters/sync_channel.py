@@ -8,7 +8,8 @@
   (TTLs are fixed at write time, so each write extends it).
 - A write never moves an item backwards (``domain.intents.may_overwrite``): on 412 or 409 the
   current item is read, and the write goes ahead only if it is not behind.
-- A write whose answer was lost is checked by reading the item back, never sent blind.
+- A write whose answer was lost is checked by reading the item back, never sent blind: if
+  it did not land, ``TransientUpstreamError`` goes to the caller, whose retry policy decides.
 
 Transient failures (429, 5xx on reads, refused connections) propagate: the caller retries
 under its policy and deadline.
@@ -24,7 +25,12 @@ from twilio.rest import Client
 
 from flex_bridge.adapters.taskrouter import translate
 from flex_bridge.domain.intents import may_overwrite
-from flex_bridge.errors import AmbiguousOutcomeError, ConflictError, UpstreamError
+from flex_bridge.errors import (
+    AmbiguousOutcomeError,
+    ConflictError,
+    TransientUpstreamError,
+    UpstreamError,
+)
 
 JSON = dict[str, Any]
 T = TypeVar("T")
@@ -142,10 +148,22 @@ class TwilioSyncChannel:
                     self.on_write(f"conflict_{status.status}")
                     await self.read(worker_sid, key)
                 continue
-            except AmbiguousOutcomeError:
-                if await self.read(worker_sid, key) == data:
+            except AmbiguousOutcomeError as exc:
+                found = await self.read(worker_sid, key)
+                if found == data:
+                    self.on_write("written")
                     return True
-                continue
+                if found is not None and not may_overwrite(found, data):
+                    self.on_write("skipped_behind")
+                    return False
+                # It did not land (or not yet: If-Match guards a late arrival). Sending it
+                # again at once would hammer a failing Sync; the caller's policy retries.
+                raise TransientUpstreamError(
+                    f"Sync item {key} in {name} was not written: no answer "
+                    f"(HTTP {exc.status or 'none'}) and the read-back shows other data",
+                    status=exc.status,
+                    code=exc.code,
+                ) from exc
             self._known[(name, key)] = (str(item.revision), dict(data))
             self.on_write("written")
             return True

@@ -15,7 +15,19 @@ OPS: Final = ("accept", "reject", "redirect", "conference", "dequeue", "call", "
 
 JSON = dict[str, Any]
 
-_SID = {"type": "string", "pattern": "^WA[0-9a-fA-F]{32}$"}
+
+def _sid_schema(prefix: str) -> JSON:
+    # The length bound matters: Python's ``re`` (which jsonschema uses) lets ``$`` match
+    # before a trailing newline, so the pattern alone would accept ``"WT…\n"``.
+    return {
+        "type": "string",
+        "pattern": f"^{prefix}[0-9a-fA-F]{{32}}$",
+        "minLength": 34,
+        "maxLength": 34,
+    }
+
+
+_SID = _sid_schema("WA")
 _URL = {"type": "string", "format": "uri", "minLength": 1, "maxLength": 2048}
 _PHONE = {"type": "string", "minLength": 1, "maxLength": 256}
 _EVENTS = {"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 16}
@@ -25,7 +37,7 @@ def _schema(properties: JSON, required: tuple[str, ...] = ()) -> JSON:
     return {
         "type": "object",
         "properties": {
-            "task_sid": {"type": "string", "pattern": "^WT[0-9a-fA-F]{32}$"},
+            "task_sid": _sid_schema("WT"),
             **properties,
         },
         "required": ["task_sid", *required],
@@ -77,7 +89,7 @@ PARAM_SCHEMAS: Final[dict[str, JSON]] = {
     ),
     "redirect": _schema(
         {
-            "call_sid": {"type": "string", "pattern": "^CA[0-9a-fA-F]{32}$"},
+            "call_sid": _sid_schema("CA"),
             "url": _URL,
             "accept": {"type": "boolean"},
         },
@@ -234,7 +246,9 @@ def outcome_of(op: str, params: JSON, status: str) -> str:
         return "unknown" if status in rule.requires else "applied"
     if status in rule.requires:
         return "retry"
-    if op in ("accept", *INSTRUCTIONS) and status in ("wrapping", "completed"):
-        # Accepted, then moved on by someone: the accept happened.
+    if op in ("accept", *INSTRUCTIONS) and status in ("accepted", "wrapping", "completed"):
+        # Accepted (and maybe moved on since): the accept, or the instruction that a call's
+        # TwiML or the agent then accepted, happened. Only a call or redirect that does not
+        # accept itself gets here with "accepted"; it has left pending, so it was taken.
         return "applied"
     return "refused"

@@ -27,12 +27,14 @@ params = {}
 
 Rules are tried in order; a rule without ``match`` matches every reservation; when none
 matches, the reservation is deferred. ``task_attributes`` and ``worker_attributes`` match
-when every key given has the same value in the reservation's attributes (nested tables match
-nested objects the same way).
+when every key given has the same value, of the same JSON type, in the reservation's
+attributes (nested tables match nested objects the same way; an array matches only an equal
+array, element types included).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -91,12 +93,20 @@ class Policy:
 
 
 def _same(want: Any, have: Any) -> bool:
-    """Equal and of the same JSON type: 1 does not match true, "1" does not match 1."""
+    """Equal and of the same JSON type: 1 does not match true, "1" does not match 1.
+
+    Arrays (and objects inside them) are whole values, compared element by element with the
+    same strictness: ``[1]`` does not match ``[true]`` (Python's ``==`` would say it does).
+    """
     numbers = (int, float)
     if isinstance(want, bool) or isinstance(have, bool):
         return type(want) is type(have) and want == have
     if isinstance(want, numbers) and isinstance(have, numbers):
         return want == have
+    if isinstance(want, list | tuple) and isinstance(have, list | tuple):
+        return len(want) == len(have) and all(_same(w, h) for w, h in zip(want, have, strict=True))
+    if isinstance(want, Mapping) and isinstance(have, Mapping):
+        return set(want) == set(have) and all(_same(want[k], have[k]) for k in want)
     return type(want) is type(have) and want == have
 
 
@@ -163,6 +173,8 @@ def _number(
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PolicyError(f"{where}.{key} must be a number")
+    if not math.isfinite(value):
+        raise PolicyError(f"{where}.{key} must be finite")
     if integer and not isinstance(value, int):
         raise PolicyError(f"{where}.{key} must be an integer")
     if value < minimum:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
-from quart import Quart
+from quart import Quart, Response
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from flex_bridge.metrics import Metrics
 from flex_bridge.settings import Settings
+from flex_bridge.web.errors import error
 from flex_bridge.web.services import Services, ServicesFactory, open_services
+
+logger = logging.getLogger("flex_bridge.web")
 
 
 def builtin_handlers(svc: Services) -> None:
@@ -61,6 +66,21 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         svc: Services | None = app.config.get("services")
         if svc is not None:
             await svc.close()
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> Response:
+        """Routing and protocol errors (404, 405, 413, ...) answer JSON like every other."""
+        status = exc.code or 500
+        code = (exc.name or "error").lower().replace(" ", "_")
+        response = error(status, code, exc.description or exc.name or "error")
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return response
+
+    @app.errorhandler(Exception)
+    async def unexpected(exc: Exception) -> Response:
+        logger.exception("unhandled error: %r", exc)
+        return error(500, "internal_error", "the bridge failed to handle this request")
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(flex.bp)

@@ -179,7 +179,8 @@ async def reservation_action(reservation_sid: str, op: str) -> Response:
     svc = services()
     try:
         if op not in OPS:
-            raise ApiProblem(404, "unknown_op", f"{op!r} is not one of {', '.join(OPS)}")
+            # sync/README.md: an unknown op is a bad request (400), like an unknown field.
+            raise ApiProblem(400, "unknown_op", f"{op!r} is not one of {', '.join(OPS)}")
         if not RESERVATION_RE.match(reservation_sid):
             raise ApiProblem(404, 20404, f"{reservation_sid!r} is not a reservation SID")
         body = await _json_body()

@@ -143,6 +143,19 @@ def openapi_document() -> JSON:
             },
         }
     }
+    paths["/flex/openapi.json"] = {
+        "get": {
+            "operationId": "get_openapi",
+            "summary": "This document.",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The OpenAPI 3.1 document of the /flex API.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        }
+    }
     return {
         "openapi": "3.1.0",
         "info": {

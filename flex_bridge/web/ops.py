@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from quart import Blueprint, Response, current_app, jsonify
 
@@ -10,6 +11,7 @@ from flex_bridge.errors import FlexBridgeError
 from flex_bridge.web.services import Services
 
 bp = Blueprint("ops", __name__)
+CHECK_TIMEOUT = 3.0
 
 
 def services() -> Services:
@@ -25,17 +27,25 @@ async def healthz() -> Response:
 async def readyz() -> Response:
     svc = services()
     checks = {
-        "journal": svc.journal.ping(),
-        "taskrouter": svc.taskrouter.ping(),
-        "sync": svc.channel.ping(),
+        "journal": svc.journal.ping,
+        "taskrouter": svc.taskrouter.ping,
+        "sync": svc.channel.ping,
     }
-    results: dict[str, str] = {}
-    for name, check in checks.items():
+
+    async def run(check: Callable[[], Awaitable[None]]) -> str:
         try:
-            await asyncio.wait_for(check, 3.0)
-            results[name] = "ok"
-        except (FlexBridgeError, TimeoutError) as exc:
-            results[name] = f"failing: {exc}" if str(exc) else "failing: no answer in time"
+            await asyncio.wait_for(check(), CHECK_TIMEOUT)
+        except TimeoutError:
+            return "failing: no answer in time"
+        except FlexBridgeError as exc:
+            return f"failing: {exc}" if str(exc) else f"failing: {type(exc).__name__}"
+        except Exception as exc:  # a raw driver error (a closed journal, say) is not ready
+            return f"failing: {type(exc).__name__}"
+        return "ok"
+
+    # Concurrently: one hanging upstream must not hold up the others' answers.
+    outcomes = await asyncio.gather(*(run(check) for check in checks.values()))
+    results = dict(zip(checks, outcomes, strict=True))
     ready = all(v == "ok" for v in results.values())
     response = jsonify({"status": "ready" if ready else "not_ready", "checks": results})
     response.status_code = 200 if ready else 503
