@@ -49,7 +49,7 @@ from flex_bridge.domain.intents import (
     channel_item,
     new_intent_id,
 )
-from flex_bridge.domain.ops import outcome_of, rest_params
+from flex_bridge.domain.ops import INSTRUCTIONS, outcome_of, rest_params
 from flex_bridge.domain.policy import Policy
 from flex_bridge.errors import (
     AmbiguousOutcomeError,
@@ -408,8 +408,15 @@ class Coordinator:
                     verdict = await self._fetch_verdict(current)
                 except UpstreamError:
                     verdict = None
-                if verdict is not None and verdict.outcome == "applied":
-                    return verdict  # done already (by an earlier attempt of ours, or by Flex)
+                if (
+                    verdict is not None
+                    and verdict.outcome == "applied"
+                    and current.op not in INSTRUCTIONS
+                ):
+                    # Done already (by an earlier attempt of ours, or by Flex). Not for an
+                    # instruction: a refused conference/dequeue/call/redirect did not happen,
+                    # even when someone else has since accepted the reservation.
+                    return verdict
                 status = verdict.status if verdict else None
                 return Verdict("refused", status, ErrorInfo(exc.code, exc.message))
             except TransientUpstreamError:
@@ -556,11 +563,26 @@ class Coordinator:
         if created:
             self.start(intent.intent_id)
 
-    async def _resolve_instructed(self, intent: Intent, status: str) -> None:
+    async def _resolve_instructed(
+        self, intent: Intent, status: str, *, reply_lost: bool = False
+    ) -> None:
+        """Settle an instruction handed to TaskRouter in a callback reply, from its status.
+
+        ``reply_lost``: recovery found the reservation still where the op starts long after
+        the reply went out, so TaskRouter never acted on it; the op then goes over REST
+        (announced again, fetch-before-send as always).
+        """
         verdict = outcome_of(intent.op, intent.params, status)
         if verdict == "retry":
+            if reply_lost:
+                moved = await self._move(intent, ("instructed",), state="announced")
+                if moved.state == "announced":
+                    self._log(intent, "instruction reply had no effect; sending over REST")
+                    self.start(moved.intent_id)
             return
-        if verdict == "applied":
+        if verdict in ("applied", "unknown"):
+            # "unknown": the instruction leaves no trace in the status (a call that does not
+            # accept); TaskRouter took the reply, so it is taken as given.
             moved = await self._move(
                 intent, ("instructed",), state="applied", reservation_status=status
             )
@@ -614,7 +636,7 @@ class Coordinator:
                 except UpstreamError as exc:
                     self._log(intent, "recovery fetch failed: %s", exc, level=logging.WARNING)
                     continue
-                await self._resolve_instructed(intent, view.status)
+                await self._resolve_instructed(intent, view.status, reply_lost=True)
                 resumed += 1
                 continue
             self.start(intent.intent_id)

@@ -153,7 +153,9 @@ def create_emulator_app(emu: Emulator) -> Quart:
             )
         )
 
-    async def inject(product: str, method: str, path: str) -> tuple[Decision, Response | None]:
+    async def inject(
+        product: str, method: str, path: str, form: dict[str, str] | None = None
+    ) -> tuple[Decision, Response | None]:
         decision = emu.faults.decide(product, method, path)
         if decision.latency:
             await asyncio.sleep(decision.latency)
@@ -170,6 +172,8 @@ def create_emulator_app(emu: Emulator) -> Quart:
             method=method,
             path=path,
             status=status,
+            code=FAULT_CODES[status],
+            form=mask(form or {}),
             fault=f"error_{status}",
             applied=False,
         )
@@ -196,7 +200,7 @@ def create_emulator_app(emu: Emulator) -> Quart:
         form_items: list[tuple[str, str]] = []
         if method == "POST":
             form_items = list((await request.form).items(multi=True))
-        decision, injected = await inject(product, method, path)
+        decision, injected = await inject(product, method, path, dict(form_items))
         if injected is not None:
             return injected
         entry: dict[str, Any] = {"product": product, "method": method, "path": path}

@@ -181,7 +181,7 @@ async def reservation_action(reservation_sid: str, op: str) -> Response:
         if op not in OPS:
             # sync/README.md: an unknown op is a bad request (400), like an unknown field.
             raise ApiProblem(400, "unknown_op", f"{op!r} is not one of {', '.join(OPS)}")
-        if not RESERVATION_RE.match(reservation_sid):
+        if not RESERVATION_RE.fullmatch(reservation_sid):
             raise ApiProblem(404, 20404, f"{reservation_sid!r} is not a reservation SID")
         body = await _json_body()
         identity = await _identity(body)
@@ -222,7 +222,7 @@ async def get_intent(intent_id: str) -> Response:
     svc = services()
     try:
         identity = await _identity(None)
-        if not INTENT_RE.match(intent_id):
+        if not INTENT_RE.fullmatch(intent_id):
             raise ApiProblem(404, "unknown_intent", f"{intent_id!r} is not an intent id")
         intent = await svc.journal.get(intent_id)
         if intent is None:

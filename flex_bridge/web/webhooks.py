@@ -12,6 +12,7 @@ from typing import Any
 from quart import Blueprint, Response, current_app, jsonify, request
 from twilio.request_validator import RequestValidator
 
+from flex_bridge.coordinator import INSTRUCTION_GRACE
 from flex_bridge.domain.ops import instruction_reply
 from flex_bridge.domain.policy import choose_rule
 from flex_bridge.errors import FlexBridgeError
@@ -25,6 +26,8 @@ bp = Blueprint("webhooks", __name__)
 # The assignment reply must reach TaskRouter within 5 s: everything we do fits in this budget,
 # and when it does not, the answer is {} (defer) and the intent goes on in the background.
 REPLY_BUDGET = 3.5
+# Recovery leaves an instruction intent to its callback for INSTRUCTION_GRACE seconds.
+assert REPLY_BUDGET < INSTRUCTION_GRACE
 DEDUPE_TTL = 86_400.0
 DEFAULT_RESERVATION_TIMEOUT = 120
 
@@ -148,7 +151,9 @@ async def events() -> Response:
     event_type = form.get("EventType", "")
     token = request.headers.get("I-Twilio-Idempotency-Token")
     stamp = form.get("TimestampMs") or form.get("Timestamp", "")
-    keys = [f"event:{event_type}:{form.get('ResourceSid', '')}:{stamp}"]
+    keys = []
+    if form.get("ResourceSid") and stamp:
+        keys.append(f"event:{event_type}:{form['ResourceSid']}:{stamp}")
     if token:
         keys.insert(0, f"event-token:{token}")
     fresh = True
