@@ -107,28 +107,65 @@ class BridgeHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         allow_redirects: bool = False,
     ) -> Response:
         method = method.upper()
-        target = rewrite_url(url, self.base_url)
+        status, text, answer_headers = await self._send(
+            method,
+            url,
+            safe=method in SAFE_METHODS,
+            auth=auth,
+            headers=headers,
+            timeout=timeout,
+            params=params,
+            data=data,
+            allow_redirects=allow_redirects,
+        )
+        return Response(status, text, answer_headers)
+
+    async def post_json(
+        self, url: str, body: Mapping[str, Any], auth: tuple[str, str], timeout: float | None = None
+    ) -> tuple[int, Any]:
+        """POST a JSON body (the IAM token endpoint takes JSON, which the package cannot send).
+
+        Validating a token changes nothing, so every failure here is safe to retry."""
+        status, text, _ = await self._send(
+            "POST", url, safe=True, auth=auth, timeout=timeout, json=dict(body)
+        )
+        try:
+            return status, json.loads(text) if text else None
+        except ValueError:
+            return status, None
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        safe: bool,
+        auth: tuple[str, str] | None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> tuple[int, str, Any]:
+        """One request, with every failure translated (see the module docstring)."""
         sent_headers = dict(headers or {})
         if auth:
             sent_headers["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
-        kwargs: dict[str, Any] = {
-            "params": params,
-            "data": data,
-            "headers": sent_headers,
-            "timeout": aiohttp.ClientTimeout(total=timeout or self.request_timeout),
-            "allow_redirects": allow_redirects,
-        }
         where = f"{method} {urlsplit(url).path}"
         try:
-            async with self.session.request(method, target, **kwargs) as response:
+            async with self.session.request(
+                method,
+                rewrite_url(url, self.base_url),
+                headers=sent_headers,
+                timeout=aiohttp.ClientTimeout(total=timeout or self.request_timeout),
+                **kwargs,
+            ) as response:
                 text = await response.text()
                 status, answer_headers = response.status, response.headers
         except aiohttp.ClientConnectorError as exc:
             raise TransientUpstreamError(f"{where}: cannot connect ({exc.os_error})") from exc
         except TimeoutError as exc:
-            raise self._lost(method, where, "no answer in time") from exc
+            raise self._lost(safe, where, "no answer in time") from exc
         except aiohttp.ClientError as exc:
-            raise self._lost(method, where, f"connection lost ({type(exc).__name__})") from exc
+            raise self._lost(safe, where, f"connection lost ({type(exc).__name__})") from exc
         if status == 429:
             raise RateLimitedError(
                 f"{where}: rate limited",
@@ -136,53 +173,20 @@ class BridgeHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
                 retry_after=_retry_after(answer_headers.get("Retry-After")),
             )
         if status >= 500:
-            what = f"HTTP {status}"
-            if method in SAFE_METHODS:
-                raise TransientUpstreamError(f"{where}: {what}", status=status, code=_code(text))
+            if safe:
+                raise TransientUpstreamError(
+                    f"{where}: HTTP {status}", status=status, code=_code(text)
+                )
             raise AmbiguousOutcomeError(
-                f"{where}: {what}; the change may have been applied",
+                f"{where}: HTTP {status}; the change may have been applied",
                 status=status,
                 code=_code(text),
             )
-        return Response(status, text, answer_headers)
-
-    async def post_json(
-        self, url: str, body: Mapping[str, Any], auth: tuple[str, str], timeout: float | None = None
-    ) -> tuple[int, Any]:
-        """POST a JSON body (the IAM token endpoint takes JSON, which the package cannot send)."""
-        target = rewrite_url(url, self.base_url)
-        headers = {"Authorization": aiohttp.encode_basic_auth(auth[0], auth[1])}
-        where = f"POST {urlsplit(url).path}"
-        try:
-            async with self.session.post(
-                target,
-                json=dict(body),
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout or self.request_timeout),
-            ) as response:
-                text = await response.text()
-                status, response_headers = response.status, response.headers
-        except aiohttp.ClientConnectorError as exc:
-            raise TransientUpstreamError(f"{where}: cannot connect ({exc.os_error})") from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            # Validating a token changes nothing: every failure is safe to retry.
-            raise TransientUpstreamError(f"{where}: {type(exc).__name__}") from exc
-        if status == 429:
-            raise RateLimitedError(
-                f"{where}: rate limited",
-                code=_code(text),
-                retry_after=_retry_after(response_headers.get("Retry-After")),
-            )
-        if status >= 500:
-            raise TransientUpstreamError(f"{where}: HTTP {status}", status=status, code=_code(text))
-        try:
-            return status, json.loads(text) if text else None
-        except ValueError:
-            return status, None
+        return status, text, answer_headers
 
     @staticmethod
-    def _lost(method: str, where: str, what: str) -> Exception:
-        if method in SAFE_METHODS:
+    def _lost(safe: bool, where: str, what: str) -> Exception:
+        if safe:
             return TransientUpstreamError(f"{where}: {what}")
         return AmbiguousOutcomeError(f"{where}: {what}; the change may have been applied")
 

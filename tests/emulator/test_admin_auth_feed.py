@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -16,45 +16,13 @@ from websockets.exceptions import InvalidStatus
 
 from flex_bridge.adapters.http import BridgeHttpClient
 from flex_bridge.emulator.core import DEFAULT_API_KEY, DEFAULT_API_SECRET
-from flex_bridge.errors import UpstreamError
-from tests.support.emulator import Admin, RunningEmulator
+from tests.support.emulator import Admin, RunningEmulator, header, refused, ws, ws_path
 
 FEED_TIMEOUT = 10.0
 
 
-def ws(client: Any, running: RunningEmulator) -> Any:
-    assert running.state is not None
-    return client.taskrouter.v1.workspaces(running.state.workspace_sid)
-
-
-def ws_path(running: RunningEmulator) -> str:
-    assert running.state is not None
-    return f"/taskrouter/v1/Workspaces/{running.state.workspace_sid}"
-
-
 def iam_path(account_sid: str) -> str:
     return f"/iam/v1/Accounts/{account_sid}/Tokens/validate"
-
-
-async def refused(call: Awaitable[Any]) -> tuple[int | None, int | None]:
-    """Run a client call that must fail; its HTTP status and Twilio code.
-
-    The ``twilio`` package raises ``TwilioRestException`` for an error answer, unless the HTTP
-    adapter translated it first (429 and 5xx become flex-bridge ``UpstreamError``s): either
-    way the status and the code are what the emulator answered.
-    """
-    try:
-        await call
-    except (TwilioRestException, UpstreamError) as exc:
-        return exc.status, exc.code
-    raise AssertionError("the call succeeded")
-
-
-def header(headers: Any, name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return str(value)
-    return None
 
 
 async def with_client(

@@ -24,6 +24,7 @@ from tests.support.emulator import (
     Received,
     RunningEmulator,
     twilio_client,
+    ws,
 )
 
 COMMON_FIELDS = {
@@ -54,11 +55,6 @@ WORKER_FIELDS = {
 }
 
 Answer = Callable[[Received], Awaitable[web.StreamResponse]]
-
-
-def ws(client: Any, running: RunningEmulator) -> Any:
-    assert running.state is not None
-    return client.taskrouter.v1.workspaces(running.state.workspace_sid)
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:

@@ -9,45 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable
 from typing import Any
 
 import pytest
-from twilio.base.exceptions import TwilioRestException
 
-from flex_bridge.errors import AmbiguousOutcomeError, TransientUpstreamError, UpstreamError
-from tests.support.emulator import Admin, RunningEmulator
-
-
-def ws(client: Any, running: RunningEmulator) -> Any:
-    assert running.state is not None
-    return client.taskrouter.v1.workspaces(running.state.workspace_sid)
-
-
-def ws_path(running: RunningEmulator) -> str:
-    assert running.state is not None
-    return f"/taskrouter/v1/Workspaces/{running.state.workspace_sid}"
-
-
-async def refused(call: Awaitable[Any]) -> tuple[int | None, int | None]:
-    """Run a client call that must fail; its HTTP status and Twilio code.
-
-    The ``twilio`` package raises ``TwilioRestException`` for an error answer, unless the HTTP
-    adapter translated it first (429 and 5xx become flex-bridge ``UpstreamError``s): either
-    way the status and the code are what the emulator answered.
-    """
-    try:
-        await call
-    except (TwilioRestException, UpstreamError) as exc:
-        return exc.status, exc.code
-    raise AssertionError("the call succeeded")
-
-
-def header(headers: dict[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name.lower():
-            return value
-    return None
+from flex_bridge.errors import AmbiguousOutcomeError, TransientUpstreamError
+from tests.support.emulator import Admin, RunningEmulator, header, refused, ws, ws_path
 
 
 async def describe_faults(admin: Admin) -> dict[str, Any]:

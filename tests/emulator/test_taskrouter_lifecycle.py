@@ -12,12 +12,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 
 from flex_bridge.emulator.seed import SeedOptions
-from tests.support.emulator import Admin, CallbackServer, RunningEmulator, twilio_client
-
-
-def ws(client: Any, running: RunningEmulator) -> Any:
-    assert running.state is not None
-    return client.taskrouter.v1.workspaces(running.state.workspace_sid)
+from tests.support.emulator import Admin, CallbackServer, RunningEmulator, twilio_client, ws
 
 
 async def pending_reservation(client: Any, running: RunningEmulator, task_sid: str) -> Any:

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from flex_bridge.adapters.http import BridgeHttpClient
 from flex_bridge.emulator.app import create_emulator_app
 from flex_bridge.emulator.core import Emulator, EmulatorConfig
 from flex_bridge.emulator.seed import SeedOptions, SeedState, seed
+from flex_bridge.errors import UpstreamError
 from flex_bridge.serving import ThreadedServer
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "twilio-oai"
@@ -191,3 +193,37 @@ async def start_callback_server() -> CallbackServer:
     server.url = f"http://127.0.0.1:{port}"
     server.runner = runner
     return server
+
+
+def ws(client: Any, running: RunningEmulator) -> Any:
+    """The seeded workspace, through the official client."""
+    assert running.state is not None
+    return client.taskrouter.v1.workspaces(running.state.workspace_sid)
+
+
+def ws_path(running: RunningEmulator) -> str:
+    """The seeded workspace's raw REST path on the emulator."""
+    assert running.state is not None
+    return f"/taskrouter/v1/Workspaces/{running.state.workspace_sid}"
+
+
+async def refused(call: Awaitable[Any]) -> tuple[int | None, int | None]:
+    """Run a client call that must fail; its HTTP status and Twilio code.
+
+    The ``twilio`` package raises ``TwilioRestException`` for an error answer, unless the HTTP
+    adapter translated it first (429 and 5xx become flex-bridge ``UpstreamError``s): either
+    way the status and the code are what the emulator answered.
+    """
+    try:
+        await call
+    except (TwilioRestException, UpstreamError) as exc:
+        return exc.status, exc.code
+    raise AssertionError("the call succeeded")
+
+
+def header(headers: Mapping[str, str], name: str) -> str | None:
+    """A response header, looked up case-insensitively."""
+    for key, value in headers.items():
+        if key.lower() == name.lower():
+            return value
+    return None
