@@ -82,8 +82,21 @@ def test_schema_requires_exactly_the_keys_channel_item_writes() -> None:
     schema = load(ITEM_SCHEMA)
     written = list(channel_item(PENDING, T0))
     assert schema["required"] == written
-    assert list(schema["properties"]) == written
+    # The only optional key: the enrichment outcome, written when enrichers ran.
+    assert list(schema["properties"]) == [*written, "enrichment"]
     assert schema["additionalProperties"] is False
+
+
+def test_an_item_with_an_enrichment_outcome_validates() -> None:
+    enriched = PENDING.evolve(
+        extra={"enrichment": {"status": "partial", "enrichers": {"crm": "timeout"}}}
+    )
+    item = channel_item(enriched, T0)
+    assert item["enrichment"] == {"status": "partial", "enrichers": {"crm": "timeout"}}
+    validator = Draft202012Validator(load(ITEM_SCHEMA))
+    assert list(validator.iter_errors(item)) == []
+    bad = {**item, "enrichment": {"status": "meh", "enrichers": {}}}
+    assert list(validator.iter_errors(bad)) != []
 
 
 @pytest.mark.parametrize(
