@@ -35,7 +35,7 @@ import os
 import signal
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +97,7 @@ STATUS_RANK = {
     "rescinded": 3,
 }
 SETTLE_WINDOW = 30.0
+ENRICH_MARGIN = 1.0  # seconds kept for the REST call after enrichment, before the deadline
 INSTRUCTION_GRACE = 10.0
 
 
@@ -145,6 +146,7 @@ class Coordinator:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         crash_at: str | None = None,
+        enrich: Callable[[Intent, float], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
         self.journal = journal
         self.channel = channel
@@ -153,6 +155,7 @@ class Coordinator:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.crash = CrashHook(crash_at)
+        self.enrich = enrich
         self.retry_policy = RetryPolicy(
             policy.retry.max_attempts, policy.retry.base, policy.retry.cap
         )
@@ -176,8 +179,12 @@ class Coordinator:
         params: dict[str, Any],
         deadline: float | None,
         via: str = "rest",
+        before_accept: bool = False,
     ) -> tuple[Intent, bool]:
-        """Journal an intent (or join the one in flight) and start driving it."""
+        """Journal an intent (or join the one in flight) and start driving it.
+
+        ``before_accept``: run the enrichers (within the enrichment budget) after the
+        announce and before the REST call, so the agent sees an enriched task."""
         now = self.clock()
         intent = Intent(
             intent_id=new_intent_id(now),
@@ -192,6 +199,7 @@ class Coordinator:
             created_at=now,
             updated_at=now,
             via="instruction" if via == "instruction" else "rest",
+            extra={"before_accept": True} if before_accept and self.enrich else {},
         )
         intent, created = await self.journal.submit(intent)
         if created:
@@ -252,6 +260,8 @@ class Coordinator:
             if intent.state == "recorded":
                 intent = await self._announce(intent)
             elif intent.state == "announced":
+                if intent.extra.get("before_accept") and "enrichment" not in intent.extra:
+                    intent = await self._enrich(intent)
                 intent = await self._apply(intent)
             elif intent.state in ("applied", "refused"):
                 settled = await self._settle(intent)
@@ -335,6 +345,22 @@ class Coordinator:
             return await self._move(intent, ("recorded",), state="announced", late_announce=True)
         self.metrics.sync_writes.labels("announced").inc()
         return await self._move(intent, ("recorded",), state="announced")
+
+    async def _enrich(self, intent: Intent) -> Intent:
+        """Enrich the task within the budget, leaving time for the REST call before the
+        reservation's deadline; the outcome is kept on the intent and shown on its item."""
+        assert self.enrich is not None
+        budget = self.policy.enrichment.budget
+        if intent.deadline is not None:
+            budget = max(0.0, min(budget, intent.deadline - self.clock() - ENRICH_MARGIN))
+        try:
+            outcome = await asyncio.wait_for(self.enrich(intent, budget), budget + 0.5)
+        except (TimeoutError, FlexBridgeError) as exc:
+            outcome = {"status": "failed", "enrichers": {}, "message": str(exc) or "timeout"}
+        self._log(intent, "enrichment before the %s: %s", intent.op, outcome.get("status"))
+        return await self._move(
+            intent, ("announced",), extra={**intent.extra, "enrichment": outcome}
+        )
 
     def observed(self, reservation_sid: str) -> str | None:
         seen = self._observed.get(reservation_sid)

@@ -64,6 +64,24 @@ class Metrics:
             ["event_type"],
             registry=r,
         )
+        self.escalations = Counter(
+            "flex_bridge_escalations_total",
+            "Tasks escalated after reservation timeouts, by level.",
+            ["level"],
+            registry=r,
+        )
+        self.enrichments = Counter(
+            "flex_bridge_enrichments_total",
+            "Task enrichments by outcome (ok, partial, failed, skipped).",
+            ["status"],
+            registry=r,
+        )
+        self.enricher_results = Counter(
+            "flex_bridge_enricher_results_total",
+            "Enricher runs by enricher and result (ok, empty, timeout, error).",
+            ["enricher", "status"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "flex_bridge_intents_in_flight",
             "Intents being driven by this process.",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
+import aiohttp
 import pytest
 
 from flex_bridge.demo import DemoOptions, run_demo
+from flex_bridge.demo.crm import load_customers, start_crm
 
 
 async def test_small_demo_converges_with_no_double_accepts(
@@ -17,3 +21,27 @@ async def test_small_demo_converges_with_no_double_accepts(
     assert "double accepts                               0" in out
     assert "12/12 tasks done" in out
     assert "result: OK" in out
+    enriched = re.search(r"^tasks enriched\s+(\d+)$", out, re.MULTILINE)
+    assert enriched is not None, out
+    assert int(enriched.group(1)) > 0  # from the demo CRM, on task.created and before accepts
+
+
+async def test_the_demo_crm_serves_its_packaged_file() -> None:
+    customers = load_customers()
+    assert sorted(customers) == [f"C-{n}" for n in range(1000, 1040)]
+    assert all(
+        set(record) == {"name", "tier", "open_cases", "preferred_language"}
+        for record in customers.values()
+    )
+    crm = await start_crm()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(crm.url, params={"customer_id": "C-1000"}) as found:
+                assert found.status == 200
+                assert await found.json() == {"customer_id": "C-1000", **customers["C-1000"]}
+            async with session.get(crm.url, params={"customer_id": "C-1040"}) as unknown:
+                assert unknown.status == 404
+            async with session.get(crm.url) as missing:
+                assert missing.status == 400
+    finally:
+        await crm.close()

@@ -7,7 +7,10 @@ It does three things the package's own ``AsyncTwilioHttpClient`` does not:
   (the emulator's address scheme); unset, requests go to Twilio unchanged;
 - **a real timeout** on every request (the package ignores its own ``timeout=``);
 - **no retries** of its own (the package's ``max_retries`` would resend POSTs on 5xx):
-  retry policy lives in one place, ``adapters/retry``.
+  retry policy lives in one place, ``adapters/retry``;
+- **adaptive pacing** (``adapters/pacing``): requests to each limit (TaskRouter, each Sync
+  object) leave at a pace learnt from the 429s met, so a burst turns into useful work rather
+  than a storm of 429s.
 
 Transport failures and the retryable statuses are translated here, because only here are
 the response headers (``Retry-After``) still at hand:
@@ -34,6 +37,7 @@ import aiohttp
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 
+from flex_bridge.adapters.pacing import Pacing
 from flex_bridge.errors import AmbiguousOutcomeError, RateLimitedError, TransientUpstreamError
 
 DEFAULT_TIMEOUT = 10.0
@@ -89,8 +93,10 @@ class BridgeHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         *,
         timeout: float = DEFAULT_TIMEOUT,
         connections: int = 100,
+        pacing: bool = True,
     ) -> None:
         super().__init__(pool_connections=False, timeout=timeout)
+        self.pacing = Pacing() if pacing else None
         self.base_url = base_url
         self.request_timeout = timeout
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections))
@@ -150,6 +156,9 @@ class BridgeHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         if auth:
             sent_headers["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
         where = f"{method} {urlsplit(url).path}"
+        pace = self.pacing.pace(url) if self.pacing is not None else None
+        if pace is not None:
+            await pace.acquire()
         try:
             async with self.session.request(
                 method,
@@ -167,11 +176,14 @@ class BridgeHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         except aiohttp.ClientError as exc:
             raise self._lost(safe, where, f"connection lost ({type(exc).__name__})") from exc
         if status == 429:
+            retry_after = _retry_after(answer_headers.get("Retry-After"))
+            if pace is not None:
+                pace.throttled(retry_after)
             raise RateLimitedError(
-                f"{where}: rate limited",
-                code=_code(text),
-                retry_after=_retry_after(answer_headers.get("Retry-After")),
+                f"{where}: rate limited", code=_code(text), retry_after=retry_after
             )
+        if pace is not None:
+            pace.succeeded()
         if status >= 500:
             if safe:
                 raise TransientUpstreamError(

@@ -39,9 +39,14 @@ def is_testing() -> bool:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """``max_attempts`` bounds tries that failed for any reason but a 429; 429s ("not
+    processed") have their own, larger bound, ``max_rate_limited``: under a rate limit the
+    deadline, not a small count, is what should stop a change that is safe to retry."""
+
     max_attempts: int = 5
     base: float = 0.2
     cap: float = 5.0
+    max_rate_limited: int = 50
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
@@ -66,22 +71,27 @@ class _Schedule:
         self.deadline = deadline
         self.clock = clock
         self.next_wait = 0.0
+        self.rate_limited = 0
         self._decided_for = 0
 
     def _decide(self, state: RetryCallState) -> float:
         if self._decided_for != state.attempt_number:
             exc = state.outcome.exception() if state.outcome else None
-            wait = self.policy.backoff(state.attempt_number)
-            if isinstance(exc, RateLimitedError) and exc.retry_after is not None:
-                wait = exc.retry_after
+            wait = self.policy.backoff(state.attempt_number - self.rate_limited)
+            if isinstance(exc, RateLimitedError):
+                self.rate_limited += 1
+                if exc.retry_after is not None:
+                    wait = exc.retry_after
             self.next_wait = 0.0 if _testing else wait
             self._decided_for = state.attempt_number
         return self.next_wait
 
     def stop(self, state: RetryCallState) -> bool:
-        if state.attempt_number >= self.policy.max_attempts:
-            return True
         wait = self._decide(state)
+        if state.attempt_number - self.rate_limited >= self.policy.max_attempts:
+            return True
+        if self.rate_limited >= self.policy.max_rate_limited:
+            return True
         return self.deadline is not None and self.clock() + wait >= self.deadline
 
     def wait(self, state: RetryCallState) -> float:

@@ -7,13 +7,15 @@ client underneath). Twilio's errors become flex-bridge's here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
 from flex_bridge.errors import (
@@ -23,6 +25,7 @@ from flex_bridge.errors import (
     RateLimitedError,
     RejectedError,
     TransientUpstreamError,
+    UpstreamError,
 )
 
 CONFLICT_CODES = frozenset({20001, 40114, 40135, 40136})
@@ -57,6 +60,8 @@ class TaskRouterPort(Protocol):
     ) -> ReservationView: ...
 
     async def fetch_task(self, task_sid: str) -> TaskView: ...
+
+    async def list_reservations(self, task_sid: str) -> list[ReservationView]: ...
 
     async def update_task(
         self,
@@ -104,6 +109,20 @@ async def call(make: Callable[[], Awaitable[T]]) -> T:
         return await make()
     except TwilioRestException as exc:
         raise translate(exc) from exc
+    except TwilioException as exc:
+        # List calls raise a plain TwilioException("Unable to fetch page", response).
+        response = exc.args[1] if len(exc.args) > 1 else None
+        status = getattr(response, "status_code", None)
+        if not isinstance(status, int):
+            raise UpstreamError(str(exc)) from exc
+        body: Any = None
+        with contextlib.suppress(ValueError):
+            body = json.loads(getattr(response, "text", "") or "null")
+        code = body.get("code") if isinstance(body, dict) else None
+        message = body.get("message") if isinstance(body, dict) else None
+        raise translate(
+            TwilioRestException(status, "", msg=str(message or exc.args[0]), code=code)
+        ) from exc
 
 
 def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
@@ -160,6 +179,10 @@ class TwilioTaskRouter:
     async def fetch_task(self, task_sid: str) -> TaskView:
         answer = await call(lambda: self._ws.tasks(task_sid).fetch_with_http_info_async())
         return self._task(answer.data, _header(answer.headers, "ETag"))
+
+    async def list_reservations(self, task_sid: str) -> list[ReservationView]:
+        found = await call(lambda: self._ws.tasks(task_sid).reservations.list_async())
+        return [self._reservation(r) for r in found]
 
     async def update_task(
         self,

@@ -1,7 +1,9 @@
 """``flex-bridge demo``: the emulator, the bridge, simulated agents and a stream of tasks.
 
-Everything runs in one process on real sockets. The policy accepts VIP tasks over REST
-(announced on Sync first) and defers the rest, which the simulated agents accept through the
+Everything runs in one process on real sockets. Every new task is enriched from a small demo
+CRM (``crm.json``, served on 127.0.0.1) by the built-in HTTP CRM enricher. The policy accepts
+VIP tasks over REST (announced on Sync first, after their enrichment, within its budget) and
+defers the rest, which the simulated agents accept through the
 ``/flex`` API; a few agents look away now and then, so some reservations time out and are
 offered to someone else. At the end the demo compares every Sync item with TaskRouter's
 truth and counts double accepts; it exits non-zero if either is not zero.
@@ -25,6 +27,7 @@ from twilio.rest import Client
 
 from flex_bridge.adapters.http import BridgeHttpClient
 from flex_bridge.demo.agents import Agent, Feed
+from flex_bridge.demo.crm import DemoCrm, start_crm
 from flex_bridge.demo.report import Report, build_report
 from flex_bridge.domain.policy import parse_policy
 from flex_bridge.emulator.app import create_emulator_app
@@ -35,16 +38,35 @@ from flex_bridge.settings import Settings
 from flex_bridge.web import create_app
 
 AGENTS = ("Alice", "Bob", "Carol", "Dave", "Erin", "Frank")
-POLICY = {
-    "sync": {"mode": "degrade", "announce_timeout": 2.0},
-    "recovery": {"interval": 1.0},
-    "assignment": {
-        "rules": [
-            {"name": "vip", "match": {"task_attributes": {"tier": "vip"}}, "op": "accept"},
-            {"name": "everyone else", "op": "defer"},
-        ]
-    },
-}
+
+
+def demo_policy(crm_url: str) -> dict[str, Any]:
+    """The demo's policy file, as the parsed TOML document, enriching from the demo CRM."""
+    return {
+        "sync": {"mode": "degrade", "announce_timeout": 2.0},
+        "recovery": {"interval": 1.0},
+        "assignment": {
+            "rules": [
+                {
+                    "name": "vip",
+                    "match": {"task_attributes": {"tier": "vip"}},
+                    "op": "accept",
+                    "before_accept": True,
+                },
+                {"name": "everyone else", "op": "defer"},
+            ]
+        },
+        "enrichment": {
+            "on_task_created": True,
+            "enrichers": [
+                {
+                    "name": "crm",
+                    "factory": "flex_bridge.adapters.crm:http_crm",
+                    "options": {"url": crm_url, "keys": ["customer_id"], "target": "crm"},
+                }
+            ],
+        },
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +113,14 @@ async def run_demo(options: DemoOptions | None = None) -> int:
     rng = random.Random(opts.seed)
     started = time.perf_counter()
 
+    crm = await start_crm()
+    try:
+        return await _run(opts, rng, started, crm)
+    finally:
+        await crm.close()
+
+
+async def _run(opts: DemoOptions, rng: random.Random, started: float, crm: DemoCrm) -> int:
     emu = Emulator()
     bridge_sock = bind("127.0.0.1", 0)
     bridge_url = base_url(bridge_sock)
@@ -114,7 +144,7 @@ async def run_demo(options: DemoOptions | None = None) -> int:
         sync_service_sid=state.sync_service_sid,
         twilio_base_url=emu_url,
         journal=str(workdir / "journal.db"),
-        policy=parse_policy(POLICY),
+        policy=parse_policy(demo_policy(crm.url)),
     )
     bridge_app = create_app(settings)
     shutdown = asyncio.Event()
@@ -138,6 +168,7 @@ async def run_demo(options: DemoOptions | None = None) -> int:
             f"{opts.vip_share:.0%} VIP (accepted by policy), reservation timeout "
             f"{opts.reservation_timeout} s, agents look away {opts.ignore_rate:.0%} of the time"
         )
+        print(f"  tasks enriched from the demo CRM at {crm.url} ({crm.size} customers on file)")
     feed = Feed(emu_url.replace("http://", "ws://") + "/_emulator/ws")
     agents: list[Agent] = []
     runners: list[asyncio.Task[None]] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ CONVERGENCE_WAIT = 10.0
 class Report:
     tasks: int = 0
     completed: int = 0
+    enriched: int = 0
     policy_accepts: int = 0
     plugin_accepts: int = 0
     timeouts: int = 0
@@ -44,6 +46,7 @@ class Report:
         rows = [
             ("tasks", str(self.tasks)),
             ("completed", str(self.completed)),
+            ("tasks enriched", str(self.enriched)),
             ("accepts by policy (REST, Sync-first)", str(self.policy_accepts)),
             ("accepts by plugin (/flex API)", str(self.plugin_accepts)),
             ("reservation timeouts", str(self.timeouts)),
@@ -74,6 +77,15 @@ def _percentile(values: list[float], q: float) -> float | None:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def _enriched(attributes: str | None) -> bool:
+    """The task's final attributes carry the CRM's answer."""
+    try:
+        parsed = json.loads(attributes or "{}")
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and "crm" in parsed
 
 
 async def _mismatches(client: Client, state: SeedState, reservations: list[Any]) -> list[str]:
@@ -132,6 +144,7 @@ async def build_report(
     for sid in task_sids:
         task = await ws.tasks(sid).fetch_async()
         report.completed += task.assignment_status == "completed"
+        report.enriched += _enriched(task.attributes)
     intents = await services.journal.recent(100_000)
     for intent in intents:
         if intent.op == "accept" and intent.outcome == "applied":

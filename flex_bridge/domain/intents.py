@@ -122,6 +122,7 @@ def channel_item(intent: Intent, now: float) -> JSON:
         "updated_at": iso(now),
         "reservation_status": intent.reservation_status,
         "error": _item_error(intent),
+        **({"enrichment": intent.extra["enrichment"]} if "enrichment" in intent.extra else {}),
     }
 
 

@@ -67,6 +67,32 @@ class AssignmentRule:
     via: str = "rest"
     params: JSON = field(default_factory=dict)
     match: Match | None = None
+    before_accept: bool = False  # enrich the task (within enrichment.budget) before the op
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutPolicy:
+    """What a ``reservation.timeout`` does (``[timeout]``)."""
+
+    action: str = "requeue"  # or "escalate"
+    escalate_after: int = 2  # timeouts of the same task before the first escalation
+    priority_step: int = 0  # added to the task's priority at each new escalation level
+    routing: JSON = field(default_factory=dict)  # merged into the attributes on escalation
+
+
+@dataclass(frozen=True, slots=True)
+class EnricherSpec:
+    name: str
+    factory: str  # dotted path to ``factory(options) -> enricher``
+    timeout: float = 2.0
+    options: JSON = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class EnrichmentPolicy:
+    enrichers: tuple[EnricherSpec, ...] = ()
+    on_task_created: bool = False
+    budget: float = 2.0  # seconds an accept with before_accept waits for enrichment
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +116,8 @@ class Policy:
     retry: RetrySettings = field(default_factory=RetrySettings)
     recovery_interval: float = 30.0
     event_handlers: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    timeout: TimeoutPolicy = field(default_factory=TimeoutPolicy)
+    enrichment: EnrichmentPolicy = field(default_factory=EnrichmentPolicy)
 
 
 def _same(want: Any, have: Any) -> bool:
@@ -208,7 +236,10 @@ def _rule(raw: Any, n: int) -> AssignmentRule:
     where = f"assignment.rules[{n}]"
     if not isinstance(raw, Mapping):
         raise PolicyError(f"{where} must be a table")
-    _known(raw, {"name", "match", "op", "via", "params"}, where)
+    _known(raw, {"name", "match", "op", "via", "params", "before_accept"}, where)
+    before_accept = raw.get("before_accept", False)
+    if not isinstance(before_accept, bool):
+        raise PolicyError(f"{where}.before_accept must be true or false")
     op = raw.get("op")
     if op not in RULE_OPS:
         raise PolicyError(f"{where}.op must be one of {', '.join(RULE_OPS)}")
@@ -239,12 +270,72 @@ def _rule(raw: Any, n: int) -> AssignmentRule:
         via=via,
         params=dict(params),
         match=_match(raw["match"], where) if "match" in raw else None,
+        before_accept=before_accept,
+    )
+
+
+def _timeout(data: Mapping[str, Any]) -> TimeoutPolicy:
+    table = _table(data, "timeout", "")
+    _known(table, {"action", "escalate_after", "priority_step", "routing"}, "timeout")
+    action = table.get("action", "requeue")
+    if action not in ("requeue", "escalate"):
+        raise PolicyError("timeout.action must be 'requeue' or 'escalate'")
+    routing = table.get("routing", {})
+    if not isinstance(routing, Mapping):
+        raise PolicyError("timeout.routing must be a table (merged into the task's attributes)")
+    if "escalation" in routing:
+        raise PolicyError("timeout.routing must not set 'escalation': the bridge writes it")
+    return TimeoutPolicy(
+        action=action,
+        escalate_after=int(_number(table, "escalate_after", 2, "timeout", minimum=1, integer=True)),
+        priority_step=int(_number(table, "priority_step", 0, "timeout", integer=True)),
+        routing=dict(routing),
+    )
+
+
+def _enrichment(data: Mapping[str, Any]) -> EnrichmentPolicy:
+    table = _table(data, "enrichment", "")
+    _known(table, {"enrichers", "on_task_created", "budget"}, "enrichment")
+    on_created = table.get("on_task_created", False)
+    if not isinstance(on_created, bool):
+        raise PolicyError("enrichment.on_task_created must be true or false")
+    raw = table.get("enrichers", [])
+    if not isinstance(raw, list):
+        raise PolicyError("enrichment.enrichers must be an array of tables")
+    specs = []
+    names: set[str] = set()
+    for n, item in enumerate(raw):
+        where = f"enrichment.enrichers[{n}]"
+        if not isinstance(item, Mapping):
+            raise PolicyError(f"{where} must be a table")
+        _known(item, {"name", "factory", "timeout", "options"}, where)
+        name, factory = item.get("name"), item.get("factory")
+        if not isinstance(name, str) or not name:
+            raise PolicyError(f"{where}.name must be a non-empty string")
+        if name in names:
+            raise PolicyError(f"{where}.name {name!r} is used twice")
+        names.add(name)
+        if not isinstance(factory, str) or not factory:
+            raise PolicyError(f"{where}.factory must be a dotted path (package.module:factory)")
+        options = item.get("options", {})
+        if not isinstance(options, Mapping):
+            raise PolicyError(f"{where}.options must be a table")
+        timeout = float(_number(item, "timeout", 2.0, where, minimum=0.001))
+        specs.append(EnricherSpec(name, factory, timeout, dict(options)))
+    return EnrichmentPolicy(
+        enrichers=tuple(specs),
+        on_task_created=on_created,
+        budget=float(_number(table, "budget", 2.0, "enrichment", minimum=0.0)),
     )
 
 
 def parse_policy(data: Mapping[str, Any]) -> Policy:
     """Build a ``Policy`` from the parsed TOML document; ``PolicyError`` names what is wrong."""
-    _known(data, {"sync", "retry", "recovery", "assignment", "events"}, "policy")
+    _known(
+        data,
+        {"sync", "retry", "recovery", "assignment", "events", "timeout", "enrichment"},
+        "policy",
+    )
     sync = _table(data, "sync", "")
     _known(sync, {"mode", "announce_timeout", "item_ttl"}, "sync")
     mode = sync.get("mode", "degrade")
@@ -287,4 +378,6 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
         retry=retry_settings,
         recovery_interval=interval,
         event_handlers=handlers,
+        timeout=_timeout(data),
+        enrichment=_enrichment(data),
     )

@@ -593,6 +593,10 @@ class TaskRouter:
         if "Attributes" in form:
             task.attributes = form["Attributes"]
             changed = True
+            # New attributes send a waiting task through its workflow again.
+            workflow = ws.workflows.get(task.workflow_sid or "")
+            if task.assignment_status == "pending" and workflow is not None:
+                self._route(ws, task, workflow)
         if "Priority" in form:
             task.priority = form["Priority"]
             changed = True

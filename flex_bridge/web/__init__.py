@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 
 from quart import Quart, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from flex_bridge.builtins import register_builtin_handlers
 from flex_bridge.metrics import Metrics
 from flex_bridge.settings import Settings
 from flex_bridge.web.errors import error
@@ -16,36 +16,8 @@ from flex_bridge.web.services import Services, ServicesFactory, open_services
 logger = logging.getLogger("flex_bridge.web")
 
 
-def builtin_handlers(svc: Services) -> None:
-    """Rule 6 (reservation events settle items) and the timeout record."""
-
-    async def settle_from_event(event: Mapping[str, str]) -> None:
-        await svc.coordinator.on_reservation_event(
-            event.get("EventType", ""),
-            reservation_sid=event.get("ReservationSid") or event.get("ResourceSid", ""),
-            task_sid=event.get("TaskSid", ""),
-            worker_sid=event.get("WorkerSid", ""),
-        )
-
-    async def record_timeout(event: Mapping[str, str]) -> None:
-        reservation = event.get("ReservationSid") or event.get("ResourceSid", "")
-        await svc.journal.record_timeout(event.get("TaskSid", ""), reservation)
-
-    for event_type in (
-        "reservation.accepted",
-        "reservation.rejected",
-        "reservation.timeout",
-        "reservation.canceled",
-        "reservation.rescinded",
-        "reservation.wrapup",
-        "reservation.completed",
-    ):
-        svc.handlers.register(event_type, settle_from_event, "flex_bridge:settle_from_event")
-    svc.handlers.register("reservation.timeout", record_timeout, "flex_bridge:record_timeout")
-
-
 def create_app(settings: Settings, *, services: ServicesFactory | None = None) -> Quart:
-    from flex_bridge.web import flex, ops, webhooks
+    from flex_bridge.web import flex, ops, tasks, webhooks
 
     app = Quart("flex_bridge")
     app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
@@ -56,7 +28,7 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     @app.before_serving
     async def startup() -> None:
         svc = await factory(settings, metrics)
-        builtin_handlers(svc)
+        register_builtin_handlers(svc)
         app.config["services"] = svc
         await svc.coordinator.recover()
         svc.coordinator.start_recovery(settings.policy.recovery_interval)
@@ -84,6 +56,7 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
 
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(flex.bp)
+    app.register_blueprint(tasks.bp)
     app.register_blueprint(ops.bp)
     return app
 

@@ -9,34 +9,17 @@ import time
 from typing import Any
 
 import jsonschema
-from quart import Blueprint, Response, current_app, jsonify, request
+from quart import Blueprint, Response, jsonify, request
 
-from flex_bridge.adapters.flex_tokens import FlexIdentity
 from flex_bridge.domain.intents import Intent
 from flex_bridge.domain.ops import OPS, PARAM_SCHEMAS
-from flex_bridge.errors import AuthenticationError, NotFoundError, RejectedError, UpstreamError
+from flex_bridge.errors import NotFoundError, RejectedError, UpstreamError
+from flex_bridge.web.auth import ApiProblem, allowed, identify, services
 from flex_bridge.web.errors import error
 from flex_bridge.web.openapi import openapi_document
 from flex_bridge.web.services import Services
 
 bp = Blueprint("flex", __name__)
-
-RESERVATION_RE = re.compile(r"^WR[0-9a-fA-F]{32}$")
-INTENT_RE = re.compile(r"^in_[0-9a-f]{22}$")
-CONFLICT_CODES = frozenset({20001, 40114, 40135, 40136})
-DEFAULT_WAIT = 5.0
-MAX_WAIT = 30.0
-DEFAULT_RESERVATION_TIMEOUT = 120
-
-
-class ApiProblem(Exception):
-    def __init__(self, status: int, code: str | int | None, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-def services() -> Services:
-    return current_app.config["services"]  # type: ignore[no-any-return]
 
 
 @bp.errorhandler(ApiProblem)
@@ -44,29 +27,12 @@ async def problem(exc: ApiProblem) -> Response:
     return error(exc.status, exc.code, exc.message)
 
 
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return None
-
-
-async def _identity(body: dict[str, Any] | None) -> FlexIdentity:
-    token = _bearer()
-    if token is None and body is not None and isinstance(body.get("Token"), str):
-        token = body["Token"]
-    if token is None:
-        form = await request.form
-        token = form.get("Token")
-    if not token:
-        raise ApiProblem(401, "missing_token", "a Flex token is required (Authorization: Bearer)")
-    try:
-        return await services().tokens.validate(token)
-    except AuthenticationError as exc:
-        raise ApiProblem(401, "invalid_token", str(exc)) from None
-    except UpstreamError as exc:
-        raise ApiProblem(503, exc.code, f"cannot validate the token now: {exc}") from None
+RESERVATION_RE = re.compile(r"^WR[0-9a-fA-F]{32}$")
+INTENT_RE = re.compile(r"^in_[0-9a-f]{22}$")
+CONFLICT_CODES = frozenset({20001, 40114, 40135, 40136})
+DEFAULT_WAIT = 5.0
+MAX_WAIT = 30.0
+DEFAULT_RESERVATION_TIMEOUT = 120
 
 
 def _wait_seconds() -> float:
@@ -134,10 +100,6 @@ async def _reservation_facts(
     return reservation.worker_sid, deadline
 
 
-def _allowed(identity: FlexIdentity, worker_sid: str) -> bool:
-    return identity.is_supervisor or identity.worker_sid == worker_sid
-
-
 def _answer(intent: Intent) -> Response:
     """200 settled-applied, 202 still running, or the error the failure stands for."""
     body: dict[str, Any] = {"intent": intent.to_json()}
@@ -184,13 +146,13 @@ async def reservation_action(reservation_sid: str, op: str) -> Response:
         if not RESERVATION_RE.fullmatch(reservation_sid):
             raise ApiProblem(404, 20404, f"{reservation_sid!r} is not a reservation SID")
         body = await _json_body()
-        identity = await _identity(body)
+        identity = await identify(body)
         params = {k: v for k, v in body.items() if k != "Token"}
         _validate(op, params)
         wait = _wait_seconds()
         task_sid = params.pop("task_sid")
         worker_sid, deadline = await _reservation_facts(svc, task_sid, reservation_sid)
-        if not _allowed(identity, worker_sid):
+        if not allowed(identity, worker_sid):
             raise ApiProblem(403, "forbidden", "this reservation belongs to another worker")
         intent, created = await svc.coordinator.submit(
             op=op,
@@ -221,13 +183,13 @@ async def reservation_action(reservation_sid: str, op: str) -> Response:
 async def get_intent(intent_id: str) -> Response:
     svc = services()
     try:
-        identity = await _identity(None)
+        identity = await identify(None)
         if not INTENT_RE.fullmatch(intent_id):
             raise ApiProblem(404, "unknown_intent", f"{intent_id!r} is not an intent id")
         intent = await svc.journal.get(intent_id)
         if intent is None:
             raise ApiProblem(404, "unknown_intent", f"intent {intent_id} was not found")
-        if not _allowed(identity, intent.worker_sid):
+        if not allowed(identity, intent.worker_sid):
             raise ApiProblem(403, "forbidden", "this intent belongs to another worker")
     except ApiProblem as exc:
         return error(exc.status, exc.code, exc.message)

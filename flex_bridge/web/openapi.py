@@ -90,7 +90,10 @@ def _errors(*statuses: int) -> JSON:
         403: "The reservation or intent belongs to another worker.",
         404: "Unknown reservation, task or intent.",
         409: "The reservation's status does not allow the change (the message names it), or "
-        "another intent is in flight for it.",
+        "another intent is in flight for it; for attributes, existing attributes that are not "
+        "JSON, or a task that kept changing.",
+        413: "The attributes would exceed 4,096 characters (error.size, error.limit).",
+        415: "The body is not application/merge-patch+json or application/json.",
         502: "TaskRouter refused the change for another reason (Twilio's code).",
         503: "TaskRouter or Sync is unavailable (Twilio's code).",
     }
@@ -130,6 +133,53 @@ def openapi_document() -> JSON:
                 },
             }
         }
+    paths["/flex/tasks/{TaskSid}/attributes"] = {
+        "patch": {
+            "operationId": "patch_task_attributes",
+            "summary": "Apply a JSON Merge Patch (RFC 7396) to a task's attributes, safely.",
+            "parameters": [
+                {
+                    "name": "TaskSid",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^WT[0-9a-fA-F]{32}$"},
+                },
+                {
+                    "name": "replace_malformed",
+                    "in": "query",
+                    "required": False,
+                    "description": "Replace attributes that are not a JSON object.",
+                    "schema": {"type": "boolean"},
+                },
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    media: {"schema": {"type": "object"}}
+                    for media in ("application/merge-patch+json", "application/json")
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "The task's attributes after the patch.",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["attributes", "etag", "changed"],
+                                "properties": {
+                                    "attributes": {"type": "object"},
+                                    "etag": {"type": ["string", "null"]},
+                                    "changed": {"type": "boolean"},
+                                },
+                            }
+                        }
+                    },
+                },
+                **_errors(400, 401, 403, 404, 409, 413, 415, 502, 503),
+            },
+        }
+    }
     paths["/flex/intents/{intent_id}"] = {
         "get": {
             "operationId": "get_intent",

@@ -126,6 +126,7 @@ async def _decide(svc: Services, form: Mapping[str, str]) -> dict[str, Any]:
         params=rule.params,
         deadline=deadline,
         via=rule.via,
+        before_accept=rule.before_accept,
     )
     if rule.via == "rest":
         return {}

@@ -210,14 +210,26 @@ async def test_backoff_is_full_jitter_under_an_exponential_cap() -> None:
     policy = RetryPolicy(max_attempts=8, base=0.5, cap=3.0)
     sleeps = Sleeps(FakeClock())
     calls: list[tuple[BaseException, float]] = []
-    attempt = Script(*(transient() for _ in range(7)), limited(None))
-    with pytest.raises(RateLimitedError):
+    attempt = Script(*(transient() for _ in range(8)))
+    with pytest.raises(TransientUpstreamError):
         await run(attempt, policy, sleeps=sleeps, calls=calls)
     bounds = [min(3.0, 0.5 * 2**n) for n in range(7)]  # 0.5, 1, 2, 3, 3, 3, 3
     assert len(sleeps.waits) == 7
     for wait, bound in zip(sleeps.waits, bounds, strict=True):
         assert 0.0 <= wait <= bound
     assert [wait for _, wait in calls] == sleeps.waits
+
+
+@pytest.mark.usefixtures("real_waits")
+async def test_429s_do_not_use_up_the_attempt_cap_but_have_their_own_bound() -> None:
+    policy = RetryPolicy(max_attempts=2, base=0.01, cap=0.01, max_rate_limited=6)
+    # Five 429s and one 503 fit: the 503 is the first counted failure of two allowed.
+    attempt = Script(limited(0.0), limited(0.0), transient(), *(limited(0.0) for _ in range(3)))
+    assert await run(attempt, policy, sleeps=Sleeps(FakeClock())) == "ok"
+    # Six 429s in a row reach their bound.
+    attempt = Script(*(limited(0.0) for _ in range(7)))
+    with pytest.raises(RateLimitedError):
+        await run(attempt, policy, sleeps=Sleeps(FakeClock()))
 
 
 def test_backoff_bounds() -> None:

@@ -335,3 +335,14 @@ def test_translate(status: int, code: int | None, kind: type[Exception]) -> None
     assert type(error) is kind
     assert isinstance(error, RejectedError | TransientUpstreamError)
     assert (error.status, error.code) == (status, code)
+
+
+async def test_listing_the_reservations_of_an_unknown_task_is_not_found(
+    client: Any, emulator: RunningEmulator
+) -> None:
+    assert emulator.state is not None
+    port = TwilioTaskRouter(client, emulator.state.workspace_sid)
+    with pytest.raises(NotFoundError) as caught:
+        await port.list_reservations("WT" + "0" * 32)
+    assert caught.value.status == 404
+    assert caught.value.code == 20404

@@ -1,0 +1,56 @@
+"""Who is calling the ``/flex`` API: the Flex token, and what it may touch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import current_app, request
+
+from flex_bridge.adapters.flex_tokens import FlexIdentity
+from flex_bridge.errors import AuthenticationError, UpstreamError
+from flex_bridge.web.services import Services
+
+
+class ApiProblem(Exception):
+    """An error answer of the ``/flex`` API: ``{"error": {"code", "message"}}``."""
+
+    def __init__(self, status: int, code: str | int | None, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.extra = extra
+
+
+def services() -> Services:
+    return current_app.config["services"]  # type: ignore[no-any-return]
+
+
+def bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def identify(body: dict[str, Any] | None) -> FlexIdentity:
+    """The caller's identity from ``Authorization: Bearer``, or a ``Token`` field of the JSON
+    ``body`` (or of a form body) when one is given."""
+    token = bearer()
+    if token is None and body is not None and isinstance(body.get("Token"), str):
+        token = body["Token"]
+    if token is None and body is not None:
+        form = await request.form
+        token = form.get("Token")
+    if not token:
+        raise ApiProblem(401, "missing_token", "a Flex token is required (Authorization: Bearer)")
+    try:
+        return await services().tokens.validate(token)
+    except AuthenticationError as exc:
+        raise ApiProblem(401, "invalid_token", str(exc)) from None
+    except UpstreamError as exc:
+        raise ApiProblem(503, exc.code, f"cannot validate the token now: {exc}") from None
+
+
+def allowed(identity: FlexIdentity, worker_sid: str) -> bool:
+    """Agents act on their own worker's reservations; supervisors and admins on any."""
+    return identity.is_supervisor or identity.worker_sid == worker_sid

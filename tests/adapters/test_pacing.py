@@ -1,0 +1,104 @@
+"""Adaptive pacing on a fake clock: spacing, the cut on 429, the hold, the climb back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from flex_bridge.adapters.pacing import SYNC_RATE, AdaptiveRate, Pacing
+from flex_bridge.adapters.retry import set_testing
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def real_waits() -> Iterator[None]:
+    set_testing(False)
+    yield
+    set_testing(True)
+
+
+def pace(clock: Clock, **kw: float) -> AdaptiveRate:
+    return AdaptiveRate(clock=clock, sleep=clock.sleep, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("real_waits")
+async def test_requests_leave_evenly_spaced_at_the_rate() -> None:
+    clock = Clock()
+    p = pace(clock, rate=10.0)
+    for _ in range(5):
+        await p.acquire()
+    assert clock.sleeps == pytest.approx([0.1, 0.1, 0.1, 0.1])
+    assert clock.now == pytest.approx(100.4)
+
+
+@pytest.mark.usefixtures("real_waits")
+async def test_a_429_cuts_the_rate_once_per_burst_and_holds_everyone() -> None:
+    clock = Clock()
+    p = pace(clock, rate=10.0, decrease=0.5)
+    p.throttled(2.0)
+    p.throttled(2.0)  # the same burst: no second cut
+    assert p.rate == 5.0
+    assert p.throttles == 2
+    await p.acquire()
+    assert clock.now == pytest.approx(102.0)  # held for Retry-After
+
+
+def test_the_rate_climbs_back_slowly_after_a_429_then_fast_when_calm() -> None:
+    clock = Clock()
+    p = pace(clock, rate=10.0, decrease=0.5, grow=1.1, calm=5.0, ceiling=100.0)
+    p.throttled(None)
+    p.succeeded()
+    assert p.rate == pytest.approx(5.0 + 1 / 5.0)  # additive just after a 429
+    clock.now += 10
+    before = p.rate
+    p.succeeded()
+    assert p.rate == pytest.approx(before * 1.1)  # multiplicative when calm
+    for _ in range(1000):
+        p.succeeded()
+    assert p.rate == 100.0  # never above the ceiling
+
+
+def test_the_rate_never_falls_below_the_floor() -> None:
+    clock = Clock()
+    p = pace(clock, rate=2.0, floor=1.0, decrease=0.1)
+    for _ in range(10):
+        clock.now += 10
+        p.throttled(None)
+    assert p.rate == 1.0
+
+
+async def test_no_waits_under_set_testing() -> None:
+    clock = Clock()
+    p = pace(clock, rate=1.0)
+    for _ in range(3):
+        await p.acquire()
+    assert clock.sleeps == []
+
+
+def test_pacing_keys_per_product_and_per_sync_object() -> None:
+    pacing = Pacing(max_keys=3)
+    assert Pacing.key("https://taskrouter.twilio.com/v1/Workspaces/WS1/Tasks") == "taskrouter"
+    assert (
+        Pacing.key("https://sync.twilio.com/v1/Services/IS1/Maps/flex-bridge.worker.WK1/Items/WR1")
+        == "sync:Maps:flex-bridge.worker.WK1"
+    )
+    assert Pacing.key("https://sync.twilio.com/v1/Services/IS1") == "sync"
+    one = pacing.pace("https://sync.twilio.com/v1/Services/IS1/Maps/a/Items")
+    assert one is pacing.pace("https://sync.twilio.com/v1/Services/IS1/Maps/a/Items/k")
+    assert one.rate == SYNC_RATE
+    for name in ("b", "c", "d"):
+        pacing.pace(f"https://sync.twilio.com/v1/Services/IS1/Maps/{name}")
+    assert pacing.pace("https://sync.twilio.com/v1/Services/IS1/Maps/a") is not one  # evicted
