@@ -113,6 +113,14 @@ class Verdict:
     error: ErrorInfo | None = None
 
 
+@dataclass(slots=True)
+class _Sending:
+    """What one ``_apply`` carries from attempt to attempt."""
+
+    intent: Intent
+    fetch_first: bool
+
+
 class CrashHook:
     """``FLEX_BRIDGE_CRASH_AT=step[:n]``: SIGKILL this process the n-th time (default 1st) an
     intent reaches journal state ``step`` (recorded, announced or applied). A fault-injection
@@ -402,19 +410,19 @@ class Coordinator:
 
     async def _apply(self, intent: Intent) -> Intent:
         form = rest_params(intent.op, intent.params)
-        state = {"intent": intent, "fetch_first": intent.attempts > 0}
+        sending = _Sending(intent, fetch_first=intent.attempts > 0)
 
         async def attempt() -> Verdict:
-            current: Intent = state["intent"]  # type: ignore[assignment]
+            current = sending.intent
             observed = self.observed(current.reservation_sid)
             if observed in ("timeout", "canceled", "rescinded"):
-                state["fetch_first"] = True  # confirm with TaskRouter before giving up
-            if state["fetch_first"]:
+                sending.fetch_first = True  # confirm with TaskRouter before giving up
+            if sending.fetch_first:
                 verdict = await self._fetch_verdict(current)
                 if verdict is not None:
                     return verdict
             current = await self._move(current, ("announced",), attempts=current.attempts + 1)
-            state["intent"] = current
+            sending.intent = current
             if current.state != "announced":
                 return Verdict("refused", current.reservation_status, current.error)
             try:
@@ -423,7 +431,7 @@ class Coordinator:
                 )
             except AmbiguousOutcomeError as exc:
                 self.metrics.upstream.labels("taskrouter", intent.op, "ambiguous").inc()
-                state["fetch_first"] = True
+                sending.fetch_first = True
                 raise TransientUpstreamError(str(exc), status=exc.status, code=exc.code) from exc
             except NotFoundError as exc:
                 self.metrics.upstream.labels("taskrouter", intent.op, "not_found").inc()
@@ -463,8 +471,8 @@ class Coordinator:
             # Out of attempts or time: one last look decides, without sending again.
             seen: str | None = None
             try:
-                seen = await self._fetch_status(state["intent"])  # type: ignore[arg-type]
-                last = self._verdict(state["intent"], seen)  # type: ignore[arg-type]
+                seen = await self._fetch_status(sending.intent)
+                last = self._verdict(sending.intent, seen)
             except UpstreamError:
                 last = None
             if last is not None:
@@ -476,7 +484,7 @@ class Coordinator:
                 verdict = Verdict(
                     "refused", seen, ErrorInfo(code, f"TaskRouter unavailable: {exc.message}")
                 )
-        current: Intent = state["intent"]  # type: ignore[assignment]
+        current = sending.intent
         if verdict.outcome == "applied":
             self._log(current, "applied (reservation %s)", verdict.status)
             return await self._move(
