@@ -174,6 +174,7 @@ def create_emulator_app(emu: Emulator) -> Quart:
             status=status,
             code=FAULT_CODES[status],
             form=mask(form or {}),
+            if_match=request.headers.get("If-Match"),
             fault=f"error_{status}",
             applied=False,
         )
