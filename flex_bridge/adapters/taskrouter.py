@@ -8,6 +8,7 @@ client underneath). Twilio's errors become flex-bridge's here and nowhere else.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,6 +43,17 @@ class ReservationView:
 
 
 @dataclass(frozen=True, slots=True)
+class Offer:
+    """A pending reservation with what an assignment callback would have said about it."""
+
+    reservation: ReservationView
+    task_queue_sid: str | None
+    workflow_sid: str | None
+    task_attributes: str
+    worker_attributes: str
+
+
+@dataclass(frozen=True, slots=True)
 class TaskView:
     sid: str
     attributes: str
@@ -73,6 +85,10 @@ class TaskRouterPort(Protocol):
     ) -> TaskView: ...
 
     async def reservation_timeout(self, workflow_sid: str) -> int: ...
+
+    async def pending_offers(self, limit: int = 1000) -> list[Offer]:
+        """Reservations still pending on reserved tasks (at most ``limit`` tasks)."""
+        ...
 
     async def ping(self) -> None: ...
 
@@ -210,6 +226,32 @@ class TwilioTaskRouter:
             cached = int(workflow.task_reservation_timeout or 120)
             self._timeouts[workflow_sid] = cached
         return cached
+
+    async def pending_offers(self, limit: int = 1000) -> list[Offer]:
+        tasks = await call(
+            lambda: self._ws.tasks.list_async(assignment_status=["reserved"], limit=limit)
+        )
+        workers: dict[str, str] = {}
+        offers = []
+        for task in tasks:
+            context = self._ws.tasks(task.sid).reservations
+            pending = await call(
+                functools.partial(context.list_async, reservation_status="pending")
+            )
+            for r in pending:
+                if r.worker_sid not in workers:
+                    worker = await call(self._ws.workers(r.worker_sid).fetch_async)
+                    workers[r.worker_sid] = worker.attributes or "{}"
+                offers.append(
+                    Offer(
+                        reservation=self._reservation(r),
+                        task_queue_sid=task.task_queue_sid,
+                        workflow_sid=task.workflow_sid,
+                        task_attributes=task.attributes or "{}",
+                        worker_attributes=workers[r.worker_sid],
+                    )
+                )
+        return offers
 
     async def ping(self) -> None:
         await call(lambda: self._ws.fetch_async())

@@ -7,6 +7,7 @@ import logging
 from quart import Quart, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from flex_bridge.adoption import adopt_at_startup
 from flex_bridge.builtins import register_builtin_handlers
 from flex_bridge.metrics import Metrics
 from flex_bridge.settings import Settings
@@ -32,6 +33,7 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         app.config["services"] = svc
         await svc.coordinator.recover()
         svc.coordinator.start_recovery(settings.policy.recovery_interval)
+        svc.spawn(adopt_at_startup(svc))
 
     @app.after_serving
     async def shutdown() -> None:
