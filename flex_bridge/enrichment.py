@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import importlib
 import inspect
 import json
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any, Literal
 
 from flex_bridge.adapters.retry import retrying
@@ -54,6 +52,7 @@ from flex_bridge.domain.attributes import (
 from flex_bridge.domain.policy import EnricherSpec, EnrichmentPolicy
 from flex_bridge.errors import ConfigError, FlexBridgeError
 from flex_bridge.metrics import Metrics
+from flex_bridge.plugins import load_callable
 
 logger = logging.getLogger("flex_bridge.enrichment")
 
@@ -122,36 +121,7 @@ ENTRY_POINT_GROUP = "flex_bridge.enrichers"
 def load_factory(name: str, path: str) -> EnricherFactory:
     """The factory named by ``package.module:factory`` (or ``package.module.factory``), or by
     a bare name: an entry point of group ``flex_bridge.enrichers`` that a package declares."""
-    if ":" not in path and "." not in path:
-        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == path]
-        if not found:
-            raise ConfigError(
-                f"enricher {name!r}: no entry point {path!r} in group {ENTRY_POINT_GROUP}"
-            )
-        try:
-            loaded = found[0].load()
-        except Exception as exc:
-            raise ConfigError(
-                f"enricher {name!r}: entry point {path!r} failed to load: {exc}"
-            ) from exc
-        if not callable(loaded):
-            raise ConfigError(f"enricher {name!r}: entry point {path!r} is not callable")
-        return loaded  # type: ignore[no-any-return]
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    if not module_name or not attr:
-        raise ConfigError(f"enricher {name!r}: factory {path!r} must look like package.module:f")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or whatever the module raised while importing
-        raise ConfigError(
-            f"enricher {name!r}: cannot import {module_name}: {type(exc).__name__}: {exc}"
-        ) from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ConfigError(f"enricher {name!r}: {attr} is not a callable in {module_name}")
-    return factory  # type: ignore[no-any-return]
+    return load_callable(path, f"enricher {name!r}", ENTRY_POINT_GROUP)
 
 
 def build_enricher(spec: EnricherSpec) -> Enricher:

@@ -10,14 +10,13 @@ never stops the others or the webhook's reply. ``"*"`` registers for every event
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from flex_bridge.errors import ConfigError
 from flex_bridge.metrics import Metrics
+from flex_bridge.plugins import load_callable
 
 logger = logging.getLogger("flex_bridge.events")
 
@@ -27,21 +26,7 @@ Handler = Callable[[Event], Awaitable[None] | None]
 
 def load_handler(path: str) -> Handler:
     """``package.module:function`` (or ``package.module.function``) -> the callable."""
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    if not module_name or not attr:
-        raise ConfigError(f"event handler {path!r} must look like package.module:function")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or whatever the module raised while importing
-        raise ConfigError(
-            f"event handler {path!r}: cannot import {module_name}: {type(exc).__name__}: {exc}"
-        ) from exc
-    handler = getattr(module, attr, None)
-    if not callable(handler):
-        raise ConfigError(f"event handler {path!r}: {attr} is not a callable in {module_name}")
-    return handler  # type: ignore[no-any-return]
+    return load_callable(path, f"event handler {path!r}")
 
 
 class HandlerRegistry:

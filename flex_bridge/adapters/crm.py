@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from flex_bridge.adapters.http import parse_retry_after
 from flex_bridge.adapters.retry import RetryPolicy, retrying
 from flex_bridge.domain.attributes import parse_json_object
 from flex_bridge.enrichment import TaskContext
@@ -56,16 +57,6 @@ from flex_bridge.errors import (
 JSON = dict[str, Any]
 OPTIONS: Final = frozenset({"url", "keys", "target", "method", "timeout", "retries", "headers"})
 MAX_BODY: Final = 64 * 1024  # an answer must fit in 4,096 characters of attributes anyway
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 class HttpCrm:
@@ -147,7 +138,7 @@ class HttpCrm:
                 if status == 429:
                     raise RateLimitedError(
                         "the CRM answered 429",
-                        retry_after=_retry_after(response.headers.get("Retry-After")),
+                        retry_after=parse_retry_after(response.headers.get("Retry-After")),
                     )
                 if status >= 500:
                     raise TransientUpstreamError(f"the CRM answered {status}", status=status)

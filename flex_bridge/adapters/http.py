@@ -69,7 +69,8 @@ def _code(text: str) -> int | None:
     return code if isinstance(code, int) else None
 
 
-def _retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds, or None (absent, an HTTP date, or not finite)."""
     if value is None:
         return None
     try:
@@ -176,7 +177,7 @@ class BridgeHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         except aiohttp.ClientError as exc:
             raise self._lost(safe, where, f"connection lost ({type(exc).__name__})") from exc
         if status == 429:
-            retry_after = _retry_after(answer_headers.get("Retry-After"))
+            retry_after = parse_retry_after(answer_headers.get("Retry-After"))
             if pace is not None:
                 pace.throttled(retry_after)
             raise RateLimitedError(

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from flex_bridge.adapters.http import BridgeHttpClient, _code, _retry_after, rewrite_url
+from flex_bridge.adapters.http import BridgeHttpClient, _code, parse_retry_after, rewrite_url
 from flex_bridge.errors import AmbiguousOutcomeError, RateLimitedError, TransientUpstreamError
 from tests.support.emulator import Admin, RunningEmulator
 
@@ -340,7 +340,7 @@ async def test_the_twilio_package_works_through_it(
     ],
 )
 def test_retry_after_header(value: str | None, seconds: float | None) -> None:
-    assert _retry_after(value) == seconds
+    assert parse_retry_after(value) == seconds
 
 
 @pytest.mark.parametrize(
