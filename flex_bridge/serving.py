@@ -30,12 +30,18 @@ class _QuietLostResponses(logging.Filter):
 logging.getLogger("hypercorn.error").addFilter(_QuietLostResponses())
 
 
+# Pending connections the kernel queues before the server accepts them. Hypercorn listens
+# again on the socket with its own backlog (default 100): under a burst of callbacks a full
+# queue drops connection attempts, and each one costs its sender a 1-second SYN retransmit.
+BACKLOG = 1024
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    sock.listen(1024)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -50,6 +56,7 @@ def base_url(sock: socket.socket) -> str:
 def hypercorn_config(sock: socket.socket) -> Config:
     config = Config()
     config.bind = [f"fd://{sock.fileno()}"]
+    config.backlog = BACKLOG
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 2.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Mapping
 from typing import Any
 
@@ -158,3 +159,36 @@ async def test_a_refused_conference_is_not_reported_applied_when_someone_else_ac
     assert settled.error is not None and settled.error.code == 40136
     assert channel.items[-1]["phase"] == "failed"
     await coord.journal.close()
+
+
+async def test_an_intent_driver_does_not_keep_its_callers_context() -> None:
+    """Started from a request handler, the driver (and its done callback) must not hold the
+    handler's context: it would keep the request and its connection alive while in flight."""
+    coord, tr, channel, _clock = await make()
+
+    class Held:
+        pass
+
+    var: contextvars.ContextVar[Held] = contextvars.ContextVar("request")
+    seen: list[Held | None] = []
+    publish = channel.publish
+
+    async def recording_publish(worker_sid: str, key: str, data: dict[str, Any]) -> bool:
+        seen.append(var.get(None))
+        return await publish(worker_sid, key, data)
+
+    channel.publish = recording_publish  # type: ignore[method-assign]
+    held = Held()
+    var.set(held)
+    await coord.submit(
+        op="accept",
+        reservation_sid=WR,
+        task_sid=WT,
+        worker_sid=WK,
+        source="policy",
+        params={},
+        deadline=None,
+    )
+    await coord.idle()
+    assert seen and all(s is None for s in seen)
+    assert tr.updates == [{"ReservationStatus": "accepted"}]

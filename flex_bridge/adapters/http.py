@@ -158,8 +158,7 @@ class BridgeHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
             sent_headers["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
         where = f"{method} {urlsplit(url).path}"
         pace = self.pacing.pace(url) if self.pacing is not None else None
-        if pace is not None:
-            await pace.acquire()
+        sent_at = await pace.acquire() if pace is not None else None
         try:
             async with self.session.request(
                 method,
@@ -179,7 +178,7 @@ class BridgeHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         if status == 429:
             retry_after = parse_retry_after(answer_headers.get("Retry-After"))
             if pace is not None:
-                pace.throttled(retry_after)
+                pace.throttled(retry_after, sent_at)
             raise RateLimitedError(
                 f"{where}: rate limited", code=_code(text), retry_after=retry_after
             )

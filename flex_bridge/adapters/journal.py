@@ -1,6 +1,7 @@
 """The journal: intents, webhook dedupe keys and the single-flight claim per reservation.
 
-``Journal`` is the seam; ``SqliteJournal`` (aiosqlite) is the implementation today. Every
+``Journal`` is the seam; ``SqliteJournal`` (the standard ``sqlite3`` module, driven from one
+thread of its own) is the implementation today. Every
 method is one atomic operation (one transaction here; a Lua script or MULTI in a Redis
 implementation), so two requests, two tasks or two instances can never both claim one
 reservation or both move one intent.
@@ -13,15 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
-
-import aiosqlite
+from typing import Any, Protocol, TypeVar
 
 from flex_bridge.domain.intents import UNSETTLED, ErrorInfo, Intent
 from flex_bridge.errors import ConfigError, JournalError
+
+T = TypeVar("T")
 
 
 class Journal(Protocol):
@@ -126,7 +129,7 @@ def journal_path(value: str) -> str:
     return value
 
 
-def _row_to_intent(row: aiosqlite.Row | tuple[Any, ...]) -> Intent:
+def _row_to_intent(row: sqlite3.Row | tuple[Any, ...]) -> Intent:
     (
         intent_id,
         reservation_sid,
@@ -195,144 +198,109 @@ def _intent_values(intent: Intent) -> tuple[Any, ...]:
 
 
 class SqliteJournal:
+    """The journal in one SQLite file (or ``:memory:``).
+
+    One connection, owned by one thread: every operation is one function run in that
+    thread, whole (a single hop from the event loop, however many statements it takes). The
+    thread runs operations one at a time, in the order they were asked for, so each one is
+    atomic within the process; ``BEGIN IMMEDIATE`` and compare-and-set ``UPDATE``s make them
+    atomic across processes sharing the file. An operation whose caller is cancelled before
+    the thread started it never runs; one already started runs to its end (commit or
+    rollback), so a cancelled caller never leaves a transaction open.
+    """
+
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
         self.path = str(path)
         self.clock = clock
-        self._db: aiosqlite.Connection | None = None
-        # One connection: the lock keeps each multi-statement operation whole.
-        self._lock = asyncio.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
 
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
+    async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        db, thread = self._db, self._thread
+        if db is None or thread is None:
             raise JournalError("the journal is not open")
-        return self._db
+        return await asyncio.get_running_loop().run_in_executor(thread, operation, db)
 
     async def open(self) -> None:
-        try:
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flex-bridge-journal")
+
+        def connect() -> sqlite3.Connection:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = await aiosqlite.connect(self.path, isolation_level=None)
-            await self._db.execute("PRAGMA journal_mode=WAL")
-            await self._db.execute("PRAGMA synchronous=FULL")
-            await self._db.execute("PRAGMA busy_timeout=5000")
-            await self._db.executescript(SCHEMA)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA busy_timeout=5000")
+                db.executescript(SCHEMA)
+            except BaseException:
+                db.close()
+                raise
+            return db
+
+        try:
+            self._db = await asyncio.get_running_loop().run_in_executor(thread, connect)
         except Exception as exc:
+            thread.shutdown(wait=False)
             raise JournalError(f"cannot open the journal at {self.path}: {exc}") from exc
+        self._thread = thread
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        db, thread = self._db, self._thread
+        self._db = self._thread = None
+        if db is not None and thread is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, db.close)
+            thread.shutdown(wait=False)
 
     async def ping(self) -> None:
-        async with self.db.execute("SELECT 1") as cursor:
-            await cursor.fetchone()
-
-    async def _one(self, sql: str, args: tuple[Any, ...]) -> Intent | None:
-        async with self.db.execute(sql, args) as cursor:
-            row = await cursor.fetchone()
-        return _row_to_intent(row) if row else None
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
     async def get(self, intent_id: str) -> Intent | None:
-        return await self._one(f"SELECT {COLUMNS} FROM intents WHERE intent_id = ?", (intent_id,))
+        return await self._run(lambda db: _get(db, intent_id))
 
     async def latest_for_reservation(self, reservation_sid: str) -> Intent | None:
-        return await self._one(
-            f"SELECT {COLUMNS} FROM intents WHERE reservation_sid = ? "
-            "ORDER BY intent_id DESC LIMIT 1",
-            (reservation_sid,),
+        return await self._run(
+            lambda db: _one(
+                db,
+                f"SELECT {COLUMNS} FROM intents WHERE reservation_sid = ? "
+                "ORDER BY intent_id DESC LIMIT 1",
+                (reservation_sid,),
+            )
         )
 
     async def submit(self, intent: Intent) -> tuple[Intent, bool]:
-        async with self._lock:
-            return await self._submit(intent)
-
-    async def _submit(self, intent: Intent) -> tuple[Intent, bool]:
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            existing = await self._one(
-                f"SELECT {COLUMNS} FROM intents WHERE intent_id = "
-                "(SELECT intent_id FROM claims WHERE reservation_sid = ?)",
-                (intent.reservation_sid,),
-            )
-            if existing is not None and existing.state in UNSETTLED:
-                await db.execute("COMMIT")
-                return existing, False
-            # A replay of a change already made (a late double click, a webhook retry after
-            # the intent settled): answer with the intent that made it.
-            replayed = await self._one(
-                f"SELECT {COLUMNS} FROM intents WHERE reservation_sid = ? AND op = ? "
-                "AND params = ? AND state = 'settled' AND error_message IS NULL "
-                "ORDER BY intent_id DESC LIMIT 1",
-                (intent.reservation_sid, intent.op, json.dumps(intent.params, sort_keys=True)),
-            )
-            if replayed is not None:
-                await db.execute("COMMIT")
-                return replayed, False
-            placeholders = ", ".join("?" * len(COLUMNS.split(",")))
-            await db.execute(
-                f"INSERT INTO intents ({COLUMNS}) VALUES ({placeholders})", _intent_values(intent)
-            )
-            await db.execute(
-                "INSERT INTO claims (reservation_sid, intent_id) VALUES (?, ?) "
-                "ON CONFLICT (reservation_sid) DO UPDATE SET intent_id = excluded.intent_id",
-                (intent.reservation_sid, intent.intent_id),
-            )
-            await db.execute("COMMIT")
-            return intent, True
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
+        return await self._run(lambda db: _submit(db, intent))
 
     async def transition(
         self, intent_id: str, expected: Iterable[str], **changes: Any
     ) -> Intent | None:
-        async with self._lock:
-            return await self._transition(intent_id, tuple(expected), changes)
-
-    async def _transition(
-        self, intent_id: str, allowed: tuple[str, ...], changes: dict[str, Any]
-    ) -> Intent | None:
-        current = await self.get(intent_id)
-        if current is None or current.state not in allowed:
-            return None
-        updated = current.evolve(**changes, updated_at=self.clock())
-        values = _intent_values(updated)
-        columns = [c.strip() for c in COLUMNS.split(",")]
-        sets = ", ".join(f"{c} = ?" for c in columns[1:])
-        marks = ", ".join("?" * len(allowed))
-        cursor = await self.db.execute(
-            f"UPDATE intents SET {sets} WHERE intent_id = ? AND state IN ({marks})",
-            (*values[1:], intent_id, *allowed),
+        allowed = tuple(expected)
+        return await self._run(
+            lambda db: _transition(db, intent_id, allowed, changes, self.clock())
         )
-        if cursor.rowcount != 1:
-            return None  # moved by someone else between the read and the write
-        return updated
 
     async def unsettled(self, limit: int = 1000) -> list[Intent]:
-        async with self.db.execute(
-            f"SELECT {COLUMNS} FROM intents WHERE state != 'settled' ORDER BY intent_id LIMIT ?",
-            (limit,),
-        ) as cursor:
-            rows = await cursor.fetchall()
-        return [_row_to_intent(r) for r in rows]
+        return await self._run(
+            lambda db: _all(
+                db,
+                f"SELECT {COLUMNS} FROM intents WHERE state != 'settled' "
+                "ORDER BY intent_id LIMIT ?",
+                (limit,),
+            )
+        )
 
     async def recent(self, limit: int = 100) -> list[Intent]:
-        async with self.db.execute(
-            f"SELECT {COLUMNS} FROM intents ORDER BY intent_id DESC LIMIT ?", (limit,)
-        ) as cursor:
-            rows = await cursor.fetchall()
-        return [_row_to_intent(r) for r in rows]
+        return await self._run(
+            lambda db: _all(
+                db, f"SELECT {COLUMNS} FROM intents ORDER BY intent_id DESC LIMIT ?", (limit,)
+            )
+        )
 
-    # Every write takes the lock, even a single statement: on the one shared connection a
-    # statement issued while another operation's transaction is open joins that transaction,
-    # and its ROLLBACK would undo it.
     async def first_seen(self, key: str, ttl: float) -> bool:
-        async with self._lock:
-            now = self.clock()
-            cursor = await self.db.execute(
+        now = self.clock()
+
+        def operation(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 "INSERT INTO seen (key, expires_at) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at "
                 "WHERE seen.expires_at <= ?",
@@ -340,36 +308,114 @@ class SqliteJournal:
             )
             return cursor.rowcount == 1
 
+        return await self._run(operation)
+
     async def purge_seen(self) -> int:
-        async with self._lock:
-            cursor = await self.db.execute(
-                "DELETE FROM seen WHERE expires_at <= ?", (self.clock(),)
-            )
-            return cursor.rowcount
+        now = self.clock()
+        return await self._run(
+            lambda db: db.execute("DELETE FROM seen WHERE expires_at <= ?", (now,)).rowcount
+        )
 
     async def record_timeout(self, task_sid: str, reservation_sid: str) -> int:
-        async with self._lock:
-            return await self._record_timeout(task_sid, reservation_sid)
-
-    async def _record_timeout(self, task_sid: str, reservation_sid: str) -> int:
-        db = self.db
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            await db.execute(
-                "INSERT OR IGNORE INTO timeouts (reservation_sid, task_sid, at) VALUES (?, ?, ?)",
-                (reservation_sid, task_sid, self.clock()),
-            )
-            async with db.execute(
-                "SELECT COUNT(*) FROM timeouts WHERE task_sid = ?", (task_sid,)
-            ) as cursor:
-                row = await cursor.fetchone()
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
-        return int(row[0]) if row else 0
+        now = self.clock()
+        return await self._run(lambda db: _record_timeout(db, task_sid, reservation_sid, now))
 
     async def count(self) -> dict[str, int]:
-        async with self.db.execute("SELECT state, COUNT(*) FROM intents GROUP BY state") as cur:
-            rows = await cur.fetchall()
+        rows = await self._run(
+            lambda db: db.execute("SELECT state, COUNT(*) FROM intents GROUP BY state").fetchall()
+        )
         return {str(state): int(n) for state, n in rows}
+
+
+# The operations, each run whole in the journal's thread.
+def _one(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> Intent | None:
+    row = db.execute(sql, args).fetchone()
+    return _row_to_intent(row) if row else None
+
+
+def _all(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Intent]:
+    return [_row_to_intent(r) for r in db.execute(sql, args).fetchall()]
+
+
+def _get(db: sqlite3.Connection, intent_id: str) -> Intent | None:
+    return _one(db, f"SELECT {COLUMNS} FROM intents WHERE intent_id = ?", (intent_id,))
+
+
+_PLACEHOLDERS = ", ".join("?" * len(COLUMNS.split(",")))
+_SETS = ", ".join(f"{c.strip()} = ?" for c in COLUMNS.split(",")[1:])
+
+
+def _submit(db: sqlite3.Connection, intent: Intent) -> tuple[Intent, bool]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        existing = _one(
+            db,
+            f"SELECT {COLUMNS} FROM intents WHERE intent_id = "
+            "(SELECT intent_id FROM claims WHERE reservation_sid = ?)",
+            (intent.reservation_sid,),
+        )
+        if existing is not None and existing.state in UNSETTLED:
+            db.execute("COMMIT")
+            return existing, False
+        # A replay of a change already made (a late double click, a webhook retry after
+        # the intent settled): answer with the intent that made it.
+        replayed = _one(
+            db,
+            f"SELECT {COLUMNS} FROM intents WHERE reservation_sid = ? AND op = ? "
+            "AND params = ? AND state = 'settled' AND error_message IS NULL "
+            "ORDER BY intent_id DESC LIMIT 1",
+            (intent.reservation_sid, intent.op, json.dumps(intent.params, sort_keys=True)),
+        )
+        if replayed is not None:
+            db.execute("COMMIT")
+            return replayed, False
+        db.execute(
+            f"INSERT INTO intents ({COLUMNS}) VALUES ({_PLACEHOLDERS})", _intent_values(intent)
+        )
+        db.execute(
+            "INSERT INTO claims (reservation_sid, intent_id) VALUES (?, ?) "
+            "ON CONFLICT (reservation_sid) DO UPDATE SET intent_id = excluded.intent_id",
+            (intent.reservation_sid, intent.intent_id),
+        )
+        db.execute("COMMIT")
+        return intent, True
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _transition(
+    db: sqlite3.Connection,
+    intent_id: str,
+    allowed: tuple[str, ...],
+    changes: dict[str, Any],
+    now: float,
+) -> Intent | None:
+    current = _get(db, intent_id)
+    if current is None or current.state not in allowed:
+        return None
+    updated = current.evolve(**changes, updated_at=now)
+    values = _intent_values(updated)
+    marks = ", ".join("?" * len(allowed))
+    cursor = db.execute(
+        f"UPDATE intents SET {_SETS} WHERE intent_id = ? AND state IN ({marks})",
+        (*values[1:], intent_id, *allowed),
+    )
+    if cursor.rowcount != 1:
+        return None  # moved by another process between the read and the write
+    return updated
+
+
+def _record_timeout(db: sqlite3.Connection, task_sid: str, reservation_sid: str, now: float) -> int:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(
+            "INSERT OR IGNORE INTO timeouts (reservation_sid, task_sid, at) VALUES (?, ?, ?)",
+            (reservation_sid, task_sid, now),
+        )
+        row = db.execute("SELECT COUNT(*) FROM timeouts WHERE task_sid = ?", (task_sid,)).fetchone()
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return int(row[0]) if row else 0

@@ -1,12 +1,20 @@
-"""Adaptive pacing of requests to one Twilio product (AIMD, as TCP does with its window).
+"""Adaptive pacing of requests to one Twilio limit (AIMD, as TCP does with its window).
 
-Twilio's per-account rate limits are not published, so the bridge learns them. Each product
-(TaskRouter, Sync, IAM) gets its own pace: requests leave at most ``rate`` per second,
-evenly spaced. A 429 cuts the rate (``× decrease``) and holds every sender until the
-server's ``Retry-After`` has passed; successes raise it again (``× grow`` per success while
-no 429 was met for ``calm`` seconds, else ``+1/rate``, about one request per second more
-each second). Under a limit the pace settles just below it, so almost every request is useful
-work instead of a 429; without a limit it grows to ``ceiling`` and costs nothing.
+Twilio's per-account rate limits are not published, so the bridge learns them. Each limit
+(TaskRouter, each Sync object) gets its own pace: requests leave at most ``rate`` per second,
+evenly spaced. A 429 cuts the rate and holds every sender until the server's ``Retry-After``
+has passed; successes raise it again (``× grow`` per success while no 429 was met for
+``calm`` seconds, else ``+1/rate``, about one request per second more each second).
+
+The cut is taken from what actually got through, not from the pace alone: ``decrease`` times
+the successes of the last second (when that is below the pace). A burst sent at a pace far
+above the limit therefore lands just under the limit in one cut, instead of halving its way
+down and then climbing back one request per second at a time. One cut per generation: a 429
+for a request that left before the last cut says nothing new about the new pace. Senders wait
+in line and only the first waits for its slot, so a cut or a hold applies at once to every
+request that has not left yet. Under a limit the pace settles just below it, so almost every
+request is useful work instead of a 429; without a limit it grows to ``ceiling`` and costs
+nothing.
 """
 
 from __future__ import annotations
@@ -21,13 +29,15 @@ from urllib.parse import urlsplit
 
 from flex_bridge.adapters.retry import is_testing
 
+WINDOW = 1.0  # seconds over which the successes that set a cut are counted
+
 
 @dataclass
 class AdaptiveRate:
     rate: float = 100.0
     floor: float = 1.0
     ceiling: float = 2000.0
-    decrease: float = 0.7
+    decrease: float = 0.9
     grow: float = 1.02
     calm: float = 5.0
     clock: Callable[[], float] = time.monotonic
@@ -36,31 +46,71 @@ class AdaptiveRate:
     def __post_init__(self) -> None:
         self._next = 0.0
         self._last_throttle = -1e9
+        self._last_cut = -1e9
+        self._turn = asyncio.Lock()  # senders wait in order; the first one waits for its slot
+        # Successes per WINDOW: the current window and the one before (a sliding estimate).
+        self._window = 0
+        self._current = 0
+        self._previous = 0
         self.throttles = 0
 
-    async def acquire(self) -> None:
-        """Wait for this request's slot (no wait at all under ``retry.set_testing``)."""
-        if is_testing():
-            return
-        now = self.clock()
-        slot = max(now, self._next)
-        self._next = slot + 1.0 / self.rate
-        if slot > now:
-            await self.sleep(slot - now)
+    async def acquire(self) -> float:
+        """Wait for this request's turn (no wait at all under ``retry.set_testing``); returns
+        the time it leaves, to hand back to ``throttled`` if the request meets a 429.
 
-    def throttled(self, retry_after: float | None) -> None:
-        """A 429: slow down, and hold everyone for the server's Retry-After."""
+        Senders queue in order and only the first one waits for the next slot, so a cut or a
+        hold applies at once to every request that has not left yet."""
+        if is_testing():
+            return self.clock()
+        async with self._turn:
+            while True:
+                now = self.clock()
+                if self._next <= now:
+                    break
+                await self.sleep(self._next - now)
+            # Keep the cadence when this turn came a little late; restart it after a pause.
+            start = self._next if now - self._next < 1.0 / self.rate else now
+            self._next = start + 1.0 / self.rate
+            return now
+
+    def _roll(self, now: float) -> None:
+        window = int(now // WINDOW)
+        if window != self._window:
+            self._previous = self._current if window == self._window + 1 else 0
+            self._current = 0
+            self._window = window
+
+    def goodput(self) -> float:
+        """Successes per second over the last WINDOW."""
+        now = self.clock()
+        self._roll(now)
+        elapsed = (now % WINDOW) / WINDOW
+        return (self._previous * (1.0 - elapsed) + self._current) / WINDOW
+
+    def throttled(self, retry_after: float | None, sent_at: float | None = None) -> None:
+        """A 429: slow down (once per generation), and hold everyone for the server's
+        Retry-After. ``sent_at`` is the slot ``acquire`` gave the request, when known."""
         now = self.clock()
         self.throttles += 1
-        # One cut per burst of 429s: those already in flight were sent at the old pace.
-        if now - self._last_throttle > 1.0 / self.rate:
-            self.rate = max(self.floor, self.rate * self.decrease)
+        if sent_at is not None:
+            # A request that left before the last cut was sent at the old pace.
+            cut = sent_at >= self._last_cut
+        else:
+            cut = now - self._last_throttle > 1.0 / self.rate
+        if cut:
+            achieved = self.goodput()
+            base = min(self.rate, achieved) if achieved > 0 else self.rate
+            self.rate = max(self.floor, min(self.ceiling, base * self.decrease))
+            self._last_cut = now
         self._last_throttle = now
         if retry_after:
             self._next = max(self._next, now + retry_after)
 
     def succeeded(self) -> None:
-        if self.clock() - self._last_throttle > self.calm:
+        now = self.clock()
+        self._roll(now)
+        self._current += 1
+        if now - self._last_throttle > self.calm:
             self.rate = min(self.ceiling, self.rate * self.grow)
         else:
             self.rate = min(self.ceiling, self.rate + 1.0 / self.rate)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 from typing import Any
@@ -51,9 +52,14 @@ def _wait_seconds() -> float:
 
 
 async def _json_body() -> dict[str, Any]:
-    if not request.content_length and not await request.get_data():
+    raw = await request.get_data()
+    if not raw:
         return {}
-    body = await request.get_json(force=True, silent=True)
+    try:
+        # Bytes, not text: a body that is not UTF-8 is a bad request, not a decoding crash.
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        body = None
     if not isinstance(body, dict):
         raise ApiProblem(400, "invalid_body", "the body must be a JSON object")
     return body

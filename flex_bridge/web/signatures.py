@@ -17,10 +17,15 @@ from werkzeug.datastructures import MultiDict
 
 
 def signed_url(request: Request, public_url: str | None) -> str:
+    """The URL as Twilio signed it: the query exactly as it arrived. (``request.url`` is an
+    IRI: werkzeug decodes percent-escapes such as ``%C3%A9`` or ``%2F`` in it, and a callback
+    URL configured with them would fail every check.)"""
+    query = request.query_string.decode("latin-1")
     if public_url:
-        query = request.query_string.decode("latin-1")
-        return public_url.rstrip("/") + request.path + (f"?{query}" if query else "")
-    return request.url
+        base = public_url.rstrip("/")
+    else:
+        base = f"{request.scheme}://{request.host}{request.root_path}"
+    return base + request.path + (f"?{query}" if query else "")
 
 
 async def verify(

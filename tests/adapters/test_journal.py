@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -414,3 +415,16 @@ async def test_recent_lists_the_newest_first(journal: SqliteJournal) -> None:
         made[3].intent_id,
         made[2].intent_id,
     ]
+
+
+async def test_a_cancelled_caller_leaves_no_transaction_open(journal: SqliteJournal) -> None:
+    """Each operation runs whole in the journal's thread: cancelling the caller either keeps
+    it from starting or lets it finish; the journal goes on working either way."""
+    submit = asyncio.ensure_future(journal.submit(make(reservation_sid=sid("WR", 7))))
+    await asyncio.sleep(0)
+    submit.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await submit
+    first, created = await journal.submit(make(reservation_sid=sid("WR", 8)))
+    assert created
+    assert await journal.get(first.intent_id) == first

@@ -102,3 +102,44 @@ def test_pacing_keys_per_product_and_per_sync_object() -> None:
     for name in ("b", "c", "d"):
         pacing.pace(f"https://sync.twilio.com/v1/Services/IS1/Maps/{name}")
     assert pacing.pace("https://sync.twilio.com/v1/Services/IS1/Maps/a") is not one  # evicted
+
+
+def test_a_cut_lands_near_what_got_through_not_a_fraction_of_the_pace() -> None:
+    """A burst sent far above the limit: the pace drops to just under the successes of the
+    last second in one cut, instead of halving its way down over many 429s."""
+    clock = Clock()
+    p = pace(clock, rate=2000.0, decrease=0.9, ceiling=2000.0)
+    for _ in range(50):  # the server's burst allowance, spent in 50 ms
+        clock.now += 0.001
+        p.succeeded()
+    p.throttled(1.0, sent_at=clock.now)
+    assert p.rate == pytest.approx(0.9 * 50, rel=0.1)
+
+
+def test_a_429_for_a_request_sent_before_the_last_cut_does_not_cut_again() -> None:
+    clock = Clock()
+    p = pace(clock, rate=10.0, decrease=0.5)
+    p.throttled(None, sent_at=clock.now - 0.5)
+    assert p.rate == 5.0
+    clock.now += 0.5
+    p.throttled(None, sent_at=clock.now - 0.6)  # left at the old pace, before the cut
+    assert p.rate == 5.0
+    p.throttled(None, sent_at=clock.now)  # left after the cut: the new pace is too fast too
+    assert p.rate == 2.5
+    assert p.throttles == 3
+
+
+@pytest.mark.usefixtures("real_waits")
+async def test_a_sender_waiting_for_its_slot_follows_a_hold_that_comes_meanwhile() -> None:
+    clock = Clock()
+    p = pace(clock, rate=10.0)
+    assert await p.acquire() == 100.0
+
+    async def sleep_then_429(seconds: float) -> None:
+        await clock.sleep(seconds)
+        if len(clock.sleeps) == 1:
+            p.throttled(2.0)  # another request's 429 arrives while this one waits
+
+    p.sleep = sleep_then_429
+    left = await p.acquire()
+    assert left == pytest.approx(100.1 + 2.0)  # after the hold, not at its old slot
