@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from flex_bridge.domain.intents import UNSETTLED, ErrorInfo, Intent
+from flex_bridge.domain.intents import IN_FLIGHT, UNSETTLED, ErrorInfo, Intent
 from flex_bridge.errors import ConfigError, JournalError
 
 T = TypeVar("T")
@@ -37,9 +37,11 @@ class Journal(Protocol):
     async def submit(self, intent: Intent) -> tuple[Intent, bool]:
         """Record ``intent`` unless the reservation already has one that it should join.
 
-        Returns ``(intent, True)`` when recorded, or ``(existing, False)`` when an unsettled
-        intent holds the reservation (any op), or when an intent with the same op and params
-        already settled applied on it (a replay of a change already made).
+        Returns ``(intent, True)`` when recorded, or ``(existing, False)`` when an intent in
+        flight (recorded, announced, instructed) holds the reservation (any op), when a
+        decided intent awaiting its settle has the same op and params, or when an intent with
+        the same op and params already settled applied on it (a replay of a change already
+        made). A decided intent awaiting its settle does not block another op.
         """
         ...
 
@@ -354,9 +356,20 @@ def _submit(db: sqlite3.Connection, intent: Intent) -> tuple[Intent, bool]:
             "(SELECT intent_id FROM claims WHERE reservation_sid = ?)",
             (intent.reservation_sid,),
         )
-        if existing is not None and existing.state in UNSETTLED:
+        if existing is not None and existing.state in IN_FLIGHT:
             db.execute("COMMIT")
             return existing, False
+        if (
+            existing is not None
+            and existing.state in UNSETTLED
+            and existing.op == intent.op
+            and existing.params == intent.params
+        ):
+            # Decided, its item not yet settled (Sync down): the same request joins it.
+            db.execute("COMMIT")
+            return existing, False
+        # A decided intent whose settle is still pending does not hold the reservation: its
+        # REST change is done, and a newer intent's item supersedes its late settle.
         # A replay of a change already made (a late double click, a webhook retry after
         # the intent settled): answer with the intent that made it.
         replayed = _one(

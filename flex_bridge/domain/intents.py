@@ -19,6 +19,8 @@ JSON = dict[str, Any]
 State = Literal["recorded", "announced", "instructed", "applied", "refused", "settled"]
 STATES: Final = ("recorded", "announced", "instructed", "applied", "refused", "settled")
 UNSETTLED: Final = frozenset({"recorded", "announced", "instructed", "applied", "refused"})
+# States in which TaskRouter may still be changed for the intent: they hold the reservation.
+IN_FLIGHT: Final = frozenset({"recorded", "announced", "instructed"})
 SOURCES: Final = ("policy", "plugin", "timeout", "recovery")
 # Settled phases rank above pending; applied above failed, so TaskRouter's word (an event
 # showing the change did happen) can correct a failure, but an applied item never turns failed.

@@ -101,8 +101,8 @@ async def test_submit_records_and_claims(journal: SqliteJournal) -> None:
 
 
 @pytest.mark.parametrize("op", ["accept", "reject", "conference", "complete"])
-@pytest.mark.parametrize("state", ["recorded", "announced", "instructed", "applied", "refused"])
-async def test_a_duplicate_while_unsettled_joins_the_intent_in_flight(
+@pytest.mark.parametrize("state", ["recorded", "announced", "instructed"])
+async def test_a_request_while_an_intent_is_in_flight_joins_it(
     journal: SqliteJournal, op: str, state: str
 ) -> None:
     first, _ = await journal.submit(make("accept"))
@@ -114,6 +114,24 @@ async def test_a_duplicate_while_unsettled_joins_the_intent_in_flight(
     assert not created
     assert again == first
     assert await journal.count() == {state: 1}
+
+
+@pytest.mark.parametrize("state", ["applied", "refused"])
+async def test_a_decided_intent_awaiting_its_settle_lets_another_op_in(
+    journal: SqliteJournal, state: str
+) -> None:
+    """Sync down: the accept is applied but its item not settled. A complete must not wait
+    for Sync (its REST change is independent); the same accept again still joins."""
+    first, _ = await journal.submit(make("accept"))
+    moved = await journal.transition(first.intent_id, ("recorded",), state=state)
+    assert moved is not None
+    again, created = await journal.submit(make("accept"))
+    assert not created
+    assert again == moved
+    other, created = await journal.submit(make("complete"))
+    assert created
+    assert other.op == "complete"
+    assert await journal.latest_for_reservation(WR) == other
 
 
 async def test_after_settle_the_same_applied_change_replays(journal: SqliteJournal) -> None:
