@@ -31,5 +31,10 @@ demo: $(STAMP)
 emulator: $(STAMP)
 	$(BIN)/flex-bridge emulator
 
+# Several minutes: flex-bridge against the usual approach (docs/performance.md). Writes
+# bench/results/latest.json; fails only on a correctness failure of the bridge, never on timing.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks of flex-bridge against the usual approach (``make bench``; docs/performance.md)."""
