@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    if phase == "stop" and info.get("generation") == 2:
+        gc.freeze()
+
+
 async def run_emulator(args: argparse.Namespace) -> int:
     from flex_bridge.emulator.app import create_emulator_app
     from flex_bridge.emulator.core import Emulator
@@ -121,9 +126,13 @@ async def run_emulator(args: argparse.Namespace) -> int:
             args.state_file.write_text(replace(state, base_url=url).to_json() + "\n")
             print(f"  state file    {args.state_file}")
     sys.stdout.flush()
-    # The seeded state lives as long as the process: out of the collector's full passes.
+    # The emulator's state only grows (tasks, reservations, items, the log) and lives as long
+    # as the process: keep what survived a full collection out of the next ones, whose pauses
+    # (hundreds of ms after a few thousand tasks) would otherwise show as latency of whatever
+    # is measured against the emulator.
     gc.collect()
     gc.freeze()
+    gc.callbacks.append(_freeze_survivors)
     shutdown = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

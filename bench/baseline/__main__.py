@@ -11,6 +11,8 @@ from werkzeug.serving import make_server
 
 from bench.baseline.app import BaselineConfig, create_app
 
+BACKLOG = 1024
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__)
@@ -19,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     app = create_app(BaselineConfig.from_env())
     server = make_server(args.host, args.port, app, threaded=True)
+    # The bridge's listen backlog (werkzeug's own is 128): under a burst neither server loses
+    # connection attempts to a full accept queue, so neither pays 1-second SYN retransmits.
+    server.socket.listen(BACKLOG)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)

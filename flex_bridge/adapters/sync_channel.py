@@ -17,6 +17,7 @@ under its policy and deadline.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -36,6 +37,7 @@ JSON = dict[str, Any]
 T = TypeVar("T")
 MAX_WRITE_ROUNDS = 6
 DEFAULT_TTL = 86_400
+KNOWN_ITEMS = 10_000  # items whose revision is remembered (each a few hundred bytes)
 
 
 def map_name(worker_sid: str) -> str:
@@ -75,13 +77,18 @@ class TwilioSyncChannel:
         *,
         ttl: int = DEFAULT_TTL,
         on_write: Callable[[str], None] | None = None,
+        known_limit: int = KNOWN_ITEMS,
     ) -> None:
         self.client = client
         self.service_sid = service_sid
         self.ttl = ttl
         self.on_write = on_write or (lambda outcome: None)
         self._maps: set[str] = set()
-        self._known: dict[tuple[str, str], tuple[str, JSON]] = {}
+        # The last revision and data this process wrote or read, per item: the If-Match of
+        # the next write. Bounded (least recently used out): an item it no longer knows is
+        # created, and on 409 read first, so forgetting costs a round trip, never correctness.
+        self._known: OrderedDict[tuple[str, str], tuple[str, JSON]] = OrderedDict()
+        self.known_limit = known_limit
 
     @property
     def _service(self) -> Any:
@@ -112,7 +119,7 @@ class TwilioSyncChannel:
                 return None
             raise translate(status.exc) from status.exc
         data: JSON = dict(item.data or {})
-        self._known[(name, key)] = (str(item.revision), data)
+        self._remember(name, key, str(item.revision), data)
         return data
 
     async def publish(self, worker_sid: str, key: str, data: JSON) -> bool:
@@ -121,6 +128,8 @@ class TwilioSyncChannel:
         items = self._service.sync_maps(name).sync_map_items
         for _ in range(MAX_WRITE_ROUNDS):
             known = self._known.get((name, key))
+            if known is not None:
+                self._known.move_to_end((name, key))
             try:
                 if known is None:
                     item = await _call(
@@ -164,12 +173,18 @@ class TwilioSyncChannel:
                     status=exc.status,
                     code=exc.code,
                 ) from exc
-            self._known[(name, key)] = (str(item.revision), dict(data))
+            self._remember(name, key, str(item.revision), dict(data))
             self.on_write("written")
             return True
         raise ConflictError(
             f"Sync item {key} in {name} kept changing; gave up after {MAX_WRITE_ROUNDS} rounds"
         )
+
+    def _remember(self, name: str, key: str, revision: str, data: JSON) -> None:
+        self._known[(name, key)] = (revision, data)
+        self._known.move_to_end((name, key))
+        while len(self._known) > self.known_limit:
+            self._known.popitem(last=False)
 
     async def ping(self) -> None:
         try:

@@ -432,3 +432,19 @@ async def test_an_oversized_item_is_rejected(sync: Channel) -> None:
     with pytest.raises(RejectedError) as caught:
         await sync.channel.publish(WK, wr(1), data)
     assert (caught.value.status, caught.value.code) == (413, 54006)
+
+
+async def test_remembered_revisions_are_bounded_and_forgetting_costs_only_a_read(
+    sync: Channel,
+) -> None:
+    """The revision cache keeps the most recently used items only; an item it forgot is
+    settled all the same (create, 409, read, then the conditional update)."""
+    sync.channel.known_limit = 2
+    made = {n: intent(n, wr(n)) for n in (1, 2, 3)}
+    for n, i in made.items():
+        assert await sync.channel.publish(WK, wr(n), pending(i))
+    assert len(sync.channel._known) == 2  # wr(1) forgotten
+    sync.writes.clear()
+    assert await sync.channel.publish(WK, wr(1), applied(made[1]))
+    assert (await sync.fetch(wr(1))).data == applied(made[1])
+    assert sync.writes == ["conflict_409", "written"]
