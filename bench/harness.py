@@ -10,6 +10,7 @@ TaskRouter sends, taken from those real reservations, signed with the auth token
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import gc
 import json
@@ -68,6 +69,16 @@ def rss_bytes(pid: int) -> int:
 
 
 # ------------------------------------------------------------------------------ processes
+STARTED: list[Proc] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """However the bench ends (an error, Ctrl-C), no process it started outlives it."""
+    for proc in STARTED:
+        proc.kill()
+
+
 class Proc:
     """A subprocess with its output in a log file."""
 
@@ -83,6 +94,7 @@ class Proc:
         self.started_at = 0.0
 
     def start(self) -> Proc:
+        STARTED.append(self)
         with self.log.open("ab") as out:
             self.started_at = time.time()
             self.popen = subprocess.Popen(

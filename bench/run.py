@@ -117,6 +117,17 @@ def median_row(rows: Sequence[JSON]) -> JSON:
     return out
 
 
+def no_nan(value: Any) -> Any:
+    """The results with NaN (a percentile of nothing) as null, so the file is strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [no_nan(v) for v in value]
+    return value
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not b or math.isnan(a) or math.isnan(b):
         return None
@@ -813,7 +824,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "errors": bench.errors,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    results = no_nan(results)
+    out.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
     print(table(results))
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     print(f"\nwritten {shown} in {results['duration_s']:.0f} s")
