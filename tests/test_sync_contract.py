@@ -11,7 +11,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from flex_bridge.domain.intents import ErrorInfo, Intent, channel_item, new_intent_id
+from flex_bridge.domain.intents import ErrorInfo, Intent, channel_item
+from tests.support.intents import make_intent
 
 SCHEMA_DIR = Path(__file__).parents[1] / "sync/schema"
 ITEM_SCHEMA = SCHEMA_DIR / "item.v1.json"
@@ -44,20 +45,9 @@ def errors(item: Any) -> list[str]:
 
 
 def intent(**changes: Any) -> Intent:
-    base = Intent(
-        intent_id=new_intent_id(T0),
-        op="accept",
-        reservation_sid=WR,
-        task_sid=WT,
-        worker_sid=WK,
-        source="plugin",
-        params={"task_sid": WT},
-        state="announced",
-        deadline=T0 + 120,
-        created_at=T0,
-        updated_at=T0,
+    return make_intent(
+        at=T0, reservation_sid=WR, task_sid=WT, worker_sid=WK, **{"state": "announced", **changes}
     )
-    return base.evolve(**changes)
 
 
 PENDING = intent()

@@ -27,6 +27,7 @@ from flex_bridge.domain.intents import (
     new_intent_id,
 )
 from flex_bridge.domain.ops import OPS
+from tests.support.intents import make_intent
 
 ITEM_SCHEMA = Path(__file__).resolve().parents[2] / "sync" / "schema" / "item.v1.json"
 
@@ -51,20 +52,9 @@ def schema_errors(item: Any) -> list[str]:
 
 
 def make(**changes: Any) -> Intent:
-    base = Intent(
-        intent_id=new_intent_id(T0),
-        op="accept",
-        reservation_sid=WR,
-        task_sid=WT,
-        worker_sid=WK,
-        source="plugin",
-        params={"task_sid": WT},
-        state="recorded",
-        deadline=T0 + 120,
-        created_at=T0,
-        updated_at=T0,
+    return make_intent(
+        at=T0, reservation_sid=WR, task_sid=WT, worker_sid=WK, **{"state": "recorded", **changes}
     )
-    return base.evolve(**changes)
 
 
 def item(intent_id: str, phase: str) -> dict[str, Any]:
