@@ -81,8 +81,8 @@ async def run_emulator(args: argparse.Namespace) -> int:
     from flex_bridge.emulator.app import create_emulator_app
     from flex_bridge.emulator.core import Emulator
     from flex_bridge.emulator.seed import SeedOptions, seed
+    from flex_bridge.emulator.settings import EmulatorSettings
     from flex_bridge.serving import base_url, bind, serve_app
-    from flex_bridge.settings import EmulatorSettings
 
     settings = EmulatorSettings.from_env()
     emu = Emulator(

@@ -20,7 +20,12 @@ from hypothesis import strategies as st
 
 from flex_bridge.adapters.retry import set_testing
 from flex_bridge.adapters.taskrouter import ReservationView, TaskView
-from flex_bridge.attributes import MAX_ATTEMPTS, PatchResult, patch_attributes, update_attributes
+from flex_bridge.app.attributes import (
+    MAX_ATTEMPTS,
+    PatchResult,
+    patch_attributes,
+    update_attributes,
+)
 from flex_bridge.domain.attributes import (
     ATTRIBUTES_LIMIT,
     MalformedExisting,

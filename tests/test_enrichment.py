@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from flex_bridge.adapters.taskrouter import TwilioTaskRouter
-from flex_bridge.domain.policy import EnricherSpec, EnrichmentPolicy
-from flex_bridge.enrichment import (
+from flex_bridge.app.enrichment import (
     EnricherResult,
     Enrichment,
     EnrichmentOutcome,
@@ -25,8 +24,9 @@ from flex_bridge.enrichment import (
     build_enricher,
     compose,
 )
+from flex_bridge.app.metrics import Metrics
+from flex_bridge.domain.policy import EnricherSpec, EnrichmentPolicy
 from flex_bridge.errors import ConfigError, NotFoundError
-from flex_bridge.metrics import Metrics
 from tests.support.emulator import RunningEmulator, twilio_client
 from tests.support.fake_tasks import WT, FakeTaskRouter
 
@@ -504,7 +504,7 @@ async def test_enrichment_against_the_emulator(emulator: RunningEmulator) -> Non
 
 def test_an_enricher_factory_may_be_named_by_entry_point() -> None:
     from flex_bridge.adapters.crm import http_crm
-    from flex_bridge.enrichment import load_factory
+    from flex_bridge.app.enrichment import load_factory
 
     assert load_factory("crm", "http_crm") is http_crm
     with pytest.raises(ConfigError, match="no entry point 'nope'"):

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from flex_bridge.app.events import Event, HandlerRegistry, load_handler
+from flex_bridge.app.metrics import Metrics
 from flex_bridge.errors import ConfigError
-from flex_bridge.handlers import Event, HandlerRegistry, load_handler
-from flex_bridge.metrics import Metrics
 
 CANCELED: Event = {"EventType": "task.canceled", "ResourceSid": "WT" + "0" * 32}
 ACCEPTED: Event = {"EventType": "reservation.accepted", "ResourceSid": "WR" + "0" * 32}

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from flex_bridge.domain.policy import Policy
+from flex_bridge.emulator.settings import EmulatorSettings
 from flex_bridge.errors import ConfigError
-from flex_bridge.settings import EmulatorSettings, Settings, load_policy
+from flex_bridge.settings import Settings, load_policy
 
 AC = "AC" + "0123456789abcdef" * 2
 WS = "WS" + "1" * 32

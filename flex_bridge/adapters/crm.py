@@ -44,7 +44,7 @@ import aiohttp
 from flex_bridge.adapters.http import parse_retry_after
 from flex_bridge.adapters.retry import RetryPolicy, retrying
 from flex_bridge.domain.attributes import parse_json_object
-from flex_bridge.enrichment import TaskContext
+from flex_bridge.domain.enrichment import TaskContext
 from flex_bridge.errors import (
     ConfigError,
     FlexBridgeError,

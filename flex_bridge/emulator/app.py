@@ -47,6 +47,16 @@ class ResponseLost(Exception):
     """Raised to make the server drop a connection whose request was already applied."""
 
 
+class _QuietLostResponses(logging.Filter):
+    """Injected dropped responses are expected; don't report them as server errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ResponseLost))
+
+
+logging.getLogger("hypercorn.error").addFilter(_QuietLostResponses())
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     if body is None:
         return Response("", status=status, headers=headers or {})

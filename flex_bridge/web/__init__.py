@@ -7,12 +7,12 @@ import logging
 from quart import Quart, Response
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from flex_bridge.adoption import adopt_at_startup
-from flex_bridge.builtins import register_builtin_handlers
-from flex_bridge.metrics import Metrics
+from flex_bridge.app.assignment import adopt_at_startup
+from flex_bridge.app.events import register_builtin_handlers
+from flex_bridge.app.metrics import Metrics
+from flex_bridge.app.services import Services, ServicesFactory, open_services
 from flex_bridge.settings import Settings
 from flex_bridge.web.errors import error
-from flex_bridge.web.services import Services, ServicesFactory, open_services
 
 logger = logging.getLogger("flex_bridge.web")
 

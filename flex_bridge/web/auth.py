@@ -7,8 +7,8 @@ from typing import Any
 from quart import current_app, request
 
 from flex_bridge.adapters.flex_tokens import FlexIdentity
+from flex_bridge.app.services import Services
 from flex_bridge.errors import AuthenticationError, UpstreamError
-from flex_bridge.web.services import Services
 
 
 class ApiProblem(Exception):

@@ -12,13 +12,13 @@ from typing import Any
 import jsonschema
 from quart import Blueprint, Response, jsonify, request
 
+from flex_bridge.app.services import Services
 from flex_bridge.domain.intents import Intent
 from flex_bridge.domain.ops import OPS, PARAM_SCHEMAS
 from flex_bridge.errors import NotFoundError, RejectedError, UpstreamError
 from flex_bridge.web.auth import ApiProblem, allowed, identify, services
 from flex_bridge.web.errors import error
 from flex_bridge.web.openapi import openapi_document
-from flex_bridge.web.services import Services
 
 bp = Blueprint("flex", __name__)
 

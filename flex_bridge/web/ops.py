@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 
 from quart import Blueprint, Response, current_app, jsonify
 
+from flex_bridge.app.services import Services
 from flex_bridge.errors import FlexBridgeError
-from flex_bridge.web.services import Services
 
 bp = Blueprint("ops", __name__)
 CHECK_TIMEOUT = 3.0

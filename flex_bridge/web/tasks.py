@@ -7,7 +7,7 @@ import time
 
 from quart import Blueprint, Response, jsonify, request
 
-from flex_bridge.attributes import patch_attributes
+from flex_bridge.app.attributes import patch_attributes
 from flex_bridge.domain.attributes import MalformedExisting, PatchError, TooLarge, parse_patch
 from flex_bridge.errors import ConflictError, NotFoundError, RejectedError, UpstreamError
 from flex_bridge.web.auth import ApiProblem, identify, services

@@ -12,12 +12,12 @@ from typing import Any
 from quart import Blueprint, Response, current_app, jsonify, request
 from twilio.request_validator import RequestValidator
 
-from flex_bridge.coordinator import INSTRUCTION_GRACE
+from flex_bridge.app.coordinator import INSTRUCTION_GRACE
+from flex_bridge.app.services import Services
 from flex_bridge.domain.ops import instruction_reply
 from flex_bridge.domain.policy import choose_rule
 from flex_bridge.errors import FlexBridgeError
 from flex_bridge.web.errors import error
-from flex_bridge.web.services import Services
 from flex_bridge.web.signatures import verify
 
 logger = logging.getLogger("flex_bridge.web.webhooks")

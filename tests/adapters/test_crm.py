@@ -15,8 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from flex_bridge.adapters.crm import HttpCrm, http_crm
+from flex_bridge.app.enrichment import Enrichment
+from flex_bridge.domain.enrichment import EnricherResult, TaskContext
 from flex_bridge.domain.policy import EnricherSpec, EnrichmentPolicy
-from flex_bridge.enrichment import EnricherResult, Enrichment, TaskContext
 from flex_bridge.errors import (
     ConfigError,
     RateLimitedError,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from flex_bridge.attributes import TRANSIENT
+from flex_bridge.app.attributes import TRANSIENT
 from flex_bridge.domain.attributes import ATTRIBUTES_LIMIT, MAX_DEPTH
 from tests.e2e.conftest import OpenEnv
 from tests.e2e.env import Env

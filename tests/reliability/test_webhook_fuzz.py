@@ -46,14 +46,14 @@ from werkzeug.datastructures import MultiDict
 from flex_bridge.adapters.flex_tokens import FlexIdentity
 from flex_bridge.adapters.journal import SqliteJournal
 from flex_bridge.adapters.taskrouter import Offer, ReservationView, TaskView
-from flex_bridge.coordinator import Coordinator
+from flex_bridge.app.coordinator import Coordinator
+from flex_bridge.app.events import HandlerRegistry
+from flex_bridge.app.metrics import Metrics
+from flex_bridge.app.services import Services
 from flex_bridge.domain.policy import parse_policy
 from flex_bridge.errors import AuthenticationError
-from flex_bridge.handlers import HandlerRegistry
-from flex_bridge.metrics import Metrics
 from flex_bridge.settings import Settings
 from flex_bridge.web import create_app
-from flex_bridge.web.services import Services
 
 T = TypeVar("T")
 AUTH_TOKEN = "fuzzing-auth-token"

@@ -11,10 +11,10 @@ from typing import Any
 
 from flex_bridge.domain.policy import Policy, parse_policy
 from flex_bridge.emulator.seed import SeedOptions
-from flex_bridge.serving import ThreadedServer
 from flex_bridge.settings import Settings
 from flex_bridge.web import create_app
 from tests.support.emulator import Admin, RunningEmulator
+from tests.support.threaded import ThreadedServer
 
 ITEM_SCHEMA = Path(__file__).resolve().parents[2] / "sync" / "schema" / "item.v1.json"
 

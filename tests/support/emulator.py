@@ -19,7 +19,7 @@ from flex_bridge.emulator.app import create_emulator_app
 from flex_bridge.emulator.core import Emulator, EmulatorConfig
 from flex_bridge.emulator.seed import SeedOptions, SeedState, seed
 from flex_bridge.errors import UpstreamError
-from flex_bridge.serving import ThreadedServer
+from tests.support.threaded import ThreadedServer
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "twilio-oai"
 PACKAGED = Path(__file__).resolve().parents[2] / "flex_bridge" / "emulator" / "specs"

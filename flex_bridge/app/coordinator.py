@@ -44,6 +44,7 @@ from flex_bridge.adapters.journal import Journal
 from flex_bridge.adapters.retry import RetryPolicy, retrying
 from flex_bridge.adapters.sync_channel import SyncChannelPort
 from flex_bridge.adapters.taskrouter import TaskRouterPort
+from flex_bridge.app.metrics import Metrics
 from flex_bridge.domain.intents import (
     ErrorInfo,
     Intent,
@@ -61,7 +62,6 @@ from flex_bridge.errors import (
     TransientUpstreamError,
     UpstreamError,
 )
-from flex_bridge.metrics import Metrics
 
 logger = logging.getLogger("flex_bridge.coordinator")
 

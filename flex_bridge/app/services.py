@@ -20,10 +20,10 @@ from flex_bridge.adapters.http import BridgeHttpClient
 from flex_bridge.adapters.journal import Journal, SqliteJournal
 from flex_bridge.adapters.sync_channel import SyncChannelPort, TwilioSyncChannel
 from flex_bridge.adapters.taskrouter import TaskRouterPort, TwilioTaskRouter
-from flex_bridge.coordinator import Coordinator
+from flex_bridge.app.coordinator import Coordinator
+from flex_bridge.app.events import HandlerRegistry
+from flex_bridge.app.metrics import Metrics
 from flex_bridge.domain.intents import Intent
-from flex_bridge.handlers import HandlerRegistry
-from flex_bridge.metrics import Metrics
 from flex_bridge.settings import Settings
 
 logger = logging.getLogger("flex_bridge.web")
@@ -94,7 +94,7 @@ async def open_services(settings: Settings, metrics: Metrics) -> Services:
     enrichment: EnrichmentPort | None = None
     closers: list[Callable[[], Awaitable[None]]] = [http.close, journal.close]
     if settings.policy.enrichment.enrichers:
-        from flex_bridge.enrichment import Enrichment
+        from flex_bridge.app.enrichment import Enrichment
 
         enrichment = Enrichment(settings.policy.enrichment, taskrouter, metrics=metrics)
         closers.insert(0, enrichment.close)

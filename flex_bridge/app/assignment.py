@@ -20,7 +20,7 @@ from flex_bridge.domain.policy import choose_rule
 from flex_bridge.errors import FlexBridgeError
 
 if TYPE_CHECKING:
-    from flex_bridge.web.services import Services
+    from flex_bridge.app.services import Services
 
 logger = logging.getLogger("flex_bridge.adoption")
 DEFAULT_RESERVATION_TIMEOUT = 120

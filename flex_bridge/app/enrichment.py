@@ -37,66 +37,34 @@ import inspect
 import json
 import logging
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from flex_bridge.adapters.retry import retrying
 from flex_bridge.adapters.taskrouter import TaskRouterPort
-from flex_bridge.attributes import TRANSIENT, patch_attributes
+from flex_bridge.app.attributes import TRANSIENT, patch_attributes
+from flex_bridge.app.metrics import Metrics
+from flex_bridge.app.plugins import load_callable
 from flex_bridge.domain.attributes import (
     MalformedExisting,
     parse_existing,
     parse_patch,
 )
+from flex_bridge.domain.enrichment import (
+    JSON,
+    Enricher,
+    EnricherFactory,
+    EnricherResult,
+    EnricherStatus,
+    EnrichmentOutcome,
+    OutcomeStatus,
+    TaskContext,
+)
 from flex_bridge.domain.policy import EnricherSpec, EnrichmentPolicy
 from flex_bridge.errors import ConfigError, FlexBridgeError
-from flex_bridge.metrics import Metrics
-from flex_bridge.plugins import load_callable
 
 logger = logging.getLogger("flex_bridge.enrichment")
-
-JSON = dict[str, Any]
-EnricherStatus = Literal["ok", "empty", "timeout", "error"]
-OutcomeStatus = Literal["ok", "partial", "failed", "skipped"]
-
-
-@dataclass(frozen=True, slots=True)
-class TaskContext:
-    """What an enricher sees: the task's attributes (its own copy) and who it is for."""
-
-    task_sid: str
-    attributes: JSON
-    reservation_sid: str | None = None
-    worker_sid: str | None = None
-
-
-Enricher = Callable[[TaskContext], Awaitable[JSON]]
-EnricherFactory = Callable[[JSON], Enricher]
-
-
-@dataclass(frozen=True, slots=True)
-class EnricherResult:
-    name: str
-    status: EnricherStatus
-    message: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EnrichmentOutcome:
-    """``ok``: every enricher answered (possibly with nothing) and the result is written.
-    ``partial``: some timed out or failed, the others' data is written.
-    ``failed``: nothing was written (every enricher failed, or the task could not be read or
-    written, or the budget ran out). ``skipped``: no enrichers are configured.
-    """
-
-    status: OutcomeStatus
-    results: tuple[EnricherResult, ...] = ()
-    patched: bool = False
-    message: str | None = None
-
-    def to_json(self) -> JSON:
-        return {"status": self.status, "enrichers": {r.name: r.status for r in self.results}}
 
 
 @dataclass(slots=True)

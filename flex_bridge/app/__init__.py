@@ -1,0 +1,1 @@
+"""The application layer: use cases over the adapters, driven by the web layer."""

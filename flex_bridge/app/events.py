@@ -1,0 +1,164 @@
+"""TaskRouter events: the handler registry, and the bridge's own handlers registered in it.
+
+Users register async (or plain) callables for an event type from Python
+(``registry.register("task.canceled", fn)``) or by dotted path in the policy file
+(``[events.handlers] "task.canceled" = ["mypackage.hooks:on_cancel"]``). A handler receives
+the event's form fields as a ``dict[str, str]``. One that raises is logged and counted, and
+never stops the others or the webhook's reply. ``"*"`` registers for every event type.
+
+The built-in handlers:
+
+- every ``reservation.*`` event settles the matching channel item (protocol rule 6);
+- ``reservation.timeout`` is counted in the journal, once per reservation, and the
+  ``[timeout]`` policy decides: ``requeue`` leaves the task to TaskRouter, ``escalate``
+  writes the escalation into the task's attributes (and its priority) after N timeouts;
+- ``task.created`` runs the enrichers when ``[enrichment] on_task_created`` is set.
+
+They are registered like any user handler, so they are isolated the same way: one failing
+never stops the others or the webhook's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from flex_bridge.app.attributes import update_attributes
+from flex_bridge.app.metrics import Metrics
+from flex_bridge.app.plugins import load_callable
+from flex_bridge.domain.escalation import escalate, escalation_level
+from flex_bridge.errors import FlexBridgeError
+
+if TYPE_CHECKING:
+    from flex_bridge.app.services import Services
+
+logger = logging.getLogger("flex_bridge.events")
+
+Event = Mapping[str, str]
+Handler = Callable[[Event], Awaitable[None] | None]
+
+
+def load_handler(path: str) -> Handler:
+    """``package.module:function`` (or ``package.module.function``) -> the callable."""
+    return load_callable(path, f"event handler {path!r}")
+
+
+class HandlerRegistry:
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics or Metrics()
+        self._handlers: dict[str, list[tuple[str, Handler]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def register(self, event_type: str, handler: Handler, name: str | None = None) -> None:
+        label = name or str(getattr(handler, "__qualname__", repr(handler)))
+        self._handlers.setdefault(event_type, []).append((label, handler))
+
+    def load(self, configured: Mapping[str, tuple[str, ...]]) -> None:
+        for event_type, paths in configured.items():
+            for path in paths:
+                self.register(event_type, load_handler(path), path)
+
+    def handlers_for(self, event_type: str) -> list[tuple[str, Handler]]:
+        return [*self._handlers.get(event_type, []), *self._handlers.get("*", [])]
+
+    async def dispatch(self, event: Event) -> int:
+        """Run every handler for the event; returns how many failed."""
+        event_type = event.get("EventType", "")
+        failures = 0
+        for name, handler in self.handlers_for(event_type):
+            try:
+                result: Any = handler(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                failures += 1
+                self.metrics.handler_failures.labels(event_type).inc()
+                logger.exception(
+                    "event handler %s failed on %s %s",
+                    name,
+                    event_type,
+                    event.get("ResourceSid", ""),
+                )
+        return failures
+
+    def dispatch_soon(self, event: Event) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, event: Event) -> None:
+        await self.dispatch(event)
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+builtin_logger = logging.getLogger("flex_bridge.builtins")
+
+RESERVATION_EVENTS = (
+    "reservation.accepted",
+    "reservation.rejected",
+    "reservation.timeout",
+    "reservation.canceled",
+    "reservation.rescinded",
+    "reservation.wrapup",
+    "reservation.completed",
+)
+BACKGROUND_ENRICHMENT_MARGIN = 5.0
+
+
+def register_builtin_handlers(svc: Services) -> None:
+    async def settle_from_event(event: Mapping[str, str]) -> None:
+        await svc.coordinator.on_reservation_event(
+            event.get("EventType", ""),
+            reservation_sid=event.get("ReservationSid") or event.get("ResourceSid", ""),
+            task_sid=event.get("TaskSid", ""),
+            worker_sid=event.get("WorkerSid", ""),
+        )
+
+    async def on_timeout(event: Mapping[str, str]) -> None:
+        task_sid = event.get("TaskSid", "")
+        reservation = event.get("ReservationSid") or event.get("ResourceSid", "")
+        timeouts = await svc.journal.record_timeout(task_sid, reservation)
+        policy = svc.settings.policy.timeout
+        level = escalation_level(policy, timeouts)
+        builtin_logger.info(
+            "task %s: reservation timed out (%d so far)%s",
+            task_sid,
+            timeouts,
+            f"; escalating to level {level}" if level else "",
+            extra={"reservation_sid": reservation},
+        )
+        if not level:
+            return
+        try:
+            result = await update_attributes(
+                svc.taskrouter,
+                task_sid,
+                lambda attributes, task: escalate(policy, timeouts, attributes, task.priority),
+            )
+        except FlexBridgeError as exc:
+            builtin_logger.error("task %s: escalation failed: %s", task_sid, exc)
+            raise
+        if result.changed:
+            svc.metrics.escalations.labels(str(level)).inc()
+
+    async def enrich_created(event: Mapping[str, str]) -> None:
+        enrichment = svc.enrichment
+        task_sid = event.get("TaskSid") or event.get("ResourceSid", "")
+        if enrichment is None or not task_sid:
+            return
+        specs = svc.settings.policy.enrichment.enrichers
+        budget = max((s.timeout for s in specs), default=0.0) + BACKGROUND_ENRICHMENT_MARGIN
+        outcome = await enrichment.enrich(task_sid, budget=budget)
+        builtin_logger.info("task %s: enrichment on task.created: %s", task_sid, outcome.status)
+
+    for event_type in RESERVATION_EVENTS:
+        svc.handlers.register(event_type, settle_from_event, "flex_bridge:settle_from_event")
+    svc.handlers.register("reservation.timeout", on_timeout, "flex_bridge:on_timeout")
+    if svc.settings.policy.enrichment.on_task_created and svc.enrichment is not None:
+        svc.handlers.register("task.created", enrich_created, "flex_bridge:enrich_created")

@@ -1,0 +1,52 @@
+"""The emulator's settings from the environment: the credentials it accepts."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from flex_bridge.emulator.core import (
+    DEFAULT_ACCOUNT_SID,
+    DEFAULT_API_KEY,
+    DEFAULT_API_SECRET,
+    DEFAULT_AUTH_TOKEN,
+    EmulatorConfig,
+)
+from flex_bridge.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class EmulatorSettings:
+    """What the emulator takes from the environment: the credentials it accepts."""
+
+    account_sid: str = DEFAULT_ACCOUNT_SID
+    auth_token: str = DEFAULT_AUTH_TOKEN
+    api_keys: dict[str, str] = field(default_factory=lambda: {DEFAULT_API_KEY: DEFAULT_API_SECRET})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EmulatorSettings:
+        env = os.environ if environ is None else environ
+        account_sid = env.get("TWILIO_ACCOUNT_SID") or DEFAULT_ACCOUNT_SID
+        if not (
+            len(account_sid) == 34
+            and account_sid.startswith("AC")
+            and all(c in "0123456789abcdefABCDEF" for c in account_sid[2:])
+        ):
+            raise ConfigError("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits")
+        auth_token = env.get("TWILIO_AUTH_TOKEN") or DEFAULT_AUTH_TOKEN
+        api_keys = {DEFAULT_API_KEY: DEFAULT_API_SECRET}
+        key, secret = env.get("TWILIO_API_KEY"), env.get("TWILIO_API_SECRET")
+        if bool(key) != bool(secret):
+            raise ConfigError("TWILIO_API_KEY and TWILIO_API_SECRET must be set together")
+        if key and secret:
+            api_keys = {key: secret}
+        return cls(account_sid, auth_token, api_keys)
+
+    def config(self, **overrides: object) -> EmulatorConfig:
+        return EmulatorConfig(
+            account_sid=self.account_sid,
+            auth_token=self.auth_token,
+            api_keys=dict(self.api_keys),
+            **overrides,  # type: ignore[arg-type]
+        )
