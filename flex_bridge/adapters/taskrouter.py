@@ -1,8 +1,9 @@
 """TaskRouter over REST, through the official client's async methods.
 
-``TaskRouterPort`` is the seam the coordinator and the web layer depend on; ``TwilioTaskRouter``
-implements it with the ``twilio`` package (pointed at Twilio or at the emulator by the HTTP
-client underneath). Twilio's errors become flex-bridge's here and nowhere else.
+Three narrow seams (``ReservationsPort`` for the coordinator, ``TasksPort`` for attribute
+writes and enrichment, ``OffersPort`` for the assignment use case) make up ``TaskRouterPort``;
+``TwilioTaskRouter`` implements it with the ``twilio`` package (pointed at Twilio or at the
+emulator by the HTTP client underneath). Twilio's errors become flex-bridge's here and nowhere else.
 """
 
 from __future__ import annotations
@@ -64,12 +65,18 @@ class TaskView:
     task_queue_sid: str | None
 
 
-class TaskRouterPort(Protocol):
+class ReservationsPort(Protocol):
+    """What the coordinator needs: read and change one reservation."""
+
     async def fetch_reservation(self, task_sid: str, reservation_sid: str) -> ReservationView: ...
 
     async def update_reservation(
         self, task_sid: str, reservation_sid: str, form: Mapping[str, Any]
     ) -> ReservationView: ...
+
+
+class TasksPort(Protocol):
+    """What attribute writes and enrichment need: a task, its ETag, its reservations."""
 
     async def fetch_task(self, task_sid: str) -> TaskView: ...
 
@@ -84,11 +91,19 @@ class TaskRouterPort(Protocol):
         priority: int | None = None,
     ) -> TaskView: ...
 
+
+class OffersPort(Protocol):
+    """What the assignment use case needs: pending offers and the workflow's deadline."""
+
     async def reservation_timeout(self, workflow_sid: str) -> int: ...
 
     async def pending_offers(self, limit: int = 1000) -> list[Offer]:
         """Reservations still pending on reserved tasks (at most ``limit`` tasks)."""
         ...
+
+
+class TaskRouterPort(ReservationsPort, TasksPort, OffersPort, Protocol):
+    """All of TaskRouter the bridge uses, plus the readiness check."""
 
     async def ping(self) -> None: ...
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flex_bridge.adapters.retry import RetryPolicy, is_testing, retrying
-from flex_bridge.adapters.taskrouter import TaskRouterPort, TaskView
+from flex_bridge.adapters.taskrouter import TasksPort, TaskView
 from flex_bridge.domain.attributes import merge_patch, parse_existing, serialise
 from flex_bridge.errors import (
     AmbiguousOutcomeError,
@@ -83,7 +83,7 @@ def _decide(task: TaskView, build: Builder, replace_malformed: bool) -> tuple[JS
 
 
 async def update_attributes(
-    taskrouter: TaskRouterPort,
+    taskrouter: TasksPort,
     task_sid: str,
     build: Builder,
     *,
@@ -154,7 +154,7 @@ async def update_attributes(
 
 
 async def patch_attributes(
-    taskrouter: TaskRouterPort, task_sid: str, patch: JSON, **options: Any
+    taskrouter: TasksPort, task_sid: str, patch: JSON, **options: Any
 ) -> PatchResult:
     """Apply one merge patch (the ``/flex`` PATCH endpoint and the enrichers)."""
     return await update_attributes(taskrouter, task_sid, lambda _c, _t: (patch, None), **options)

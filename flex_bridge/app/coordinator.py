@@ -43,7 +43,7 @@ from typing import Any
 from flex_bridge.adapters.journal import Journal
 from flex_bridge.adapters.retry import RetryPolicy, retrying
 from flex_bridge.adapters.sync_channel import SyncChannelPort
-from flex_bridge.adapters.taskrouter import TaskRouterPort
+from flex_bridge.adapters.taskrouter import ReservationsPort
 from flex_bridge.app.metrics import Metrics
 from flex_bridge.domain.intents import (
     ErrorInfo,
@@ -149,7 +149,7 @@ class Coordinator:
         self,
         journal: Journal,
         channel: SyncChannelPort,
-        taskrouter: TaskRouterPort,
+        taskrouter: ReservationsPort,
         policy: Policy,
         *,
         metrics: Metrics | None = None,

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flex_bridge.adapters.retry import retrying
-from flex_bridge.adapters.taskrouter import TaskRouterPort
+from flex_bridge.adapters.taskrouter import TasksPort
 from flex_bridge.app.attributes import TRANSIENT, patch_attributes
 from flex_bridge.app.metrics import Metrics
 from flex_bridge.app.plugins import load_callable
@@ -168,7 +168,7 @@ class Enrichment:
     def __init__(
         self,
         policy: EnrichmentPolicy,
-        taskrouter: TaskRouterPort,
+        taskrouter: TasksPort,
         metrics: Metrics | None = None,
     ) -> None:
         self.policy = policy
