@@ -10,8 +10,13 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flex_bridge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from flex_bridge.app.services import ServicesFactory
+    from flex_bridge.settings import Settings
 
 
 def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -144,14 +149,22 @@ async def run_emulator(args: argparse.Namespace) -> int:
 
 async def run_serve(args: argparse.Namespace) -> int:
     from flex_bridge import logs
-    from flex_bridge.serving import base_url, bind, serve_app
     from flex_bridge.settings import Settings
-    from flex_bridge.web import create_app
 
     settings = Settings.from_env()
     logs.configure(args.log_level)
-    app = create_app(settings)
-    sock = bind(args.host, args.port)
+    return await serve_bridge(settings, args.host, args.port)
+
+
+async def serve_bridge(
+    settings: Settings, host: str, port: int, services: ServicesFactory | None = None
+) -> int:
+    """Serve the bridge until SIGINT or SIGTERM; ``services`` as for ``create_app``."""
+    from flex_bridge.serving import base_url, bind, serve_app
+    from flex_bridge.web import create_app
+
+    app = create_app(settings, services=services)
+    sock = bind(host, port)
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's full passes, whose pauses would otherwise grow with it.
     gc.collect()

@@ -7,6 +7,7 @@ nothing above the adapters catches a library's exception type.
 
     FlexBridgeError
     ├── ConfigError                 a missing or invalid setting (start-up stops)
+    │   └── PolicyError             the policy file is invalid (also a ValueError)
     ├── ValidationError             bad input from a caller (HTTP 400)
     ├── AuthenticationError         no or invalid Flex token / webhook signature (401)
     ├── ForbiddenError              valid token, not allowed: another agent's reservation (403)
@@ -30,6 +31,10 @@ class FlexBridgeError(Exception):
 
 class ConfigError(FlexBridgeError):
     """A setting is missing or invalid. The message names it."""
+
+
+class PolicyError(ConfigError, ValueError):
+    """The policy file is invalid; the message names the key."""
 
 
 class ValidationError(FlexBridgeError):

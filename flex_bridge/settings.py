@@ -81,7 +81,6 @@ class Settings:
     policy: Policy = field(default_factory=Policy)
     policy_path: str | None = None
     http_timeout: float = 10.0
-    crash_at: str | None = None
 
     @property
     def rest_auth(self) -> tuple[str, str]:
@@ -103,9 +102,6 @@ class Settings:
         if bool(key) != bool(secret):
             raise ConfigError("TWILIO_API_KEY and TWILIO_API_SECRET must be set together")
         policy_path = env.get("FLEX_BRIDGE_POLICY") or None
-        crash_at = env.get("FLEX_BRIDGE_CRASH_AT") or None
-        if crash_at and crash_at.partition(":")[0] not in ("recorded", "announced", "applied"):
-            raise ConfigError("FLEX_BRIDGE_CRASH_AT must be recorded, announced or applied[:n]")
         return cls(
             account_sid=account_sid,
             auth_token=auth_token,
@@ -119,5 +115,4 @@ class Settings:
             policy=load_policy(policy_path),
             policy_path=policy_path,
             http_timeout=_float(env, "FLEX_BRIDGE_HTTP_TIMEOUT", 10.0),
-            crash_at=crash_at,
         )

@@ -8,9 +8,10 @@ from typing import Any
 
 from flex_bridge.adapters.journal import SqliteJournal
 from flex_bridge.adapters.taskrouter import ReservationView, TaskView
-from flex_bridge.app.coordinator import INSTRUCTION_GRACE, Coordinator
+from flex_bridge.app.coordinator import Coordinator
 from flex_bridge.domain.ops import RULES
 from flex_bridge.domain.policy import Policy
+from flex_bridge.domain.protocol import INSTRUCTION_GRACE
 from flex_bridge.errors import ConflictError
 
 WR = "WR" + "a" * 32

@@ -49,7 +49,6 @@ def test_the_minimal_environment() -> None:
     assert settings.policy == Policy()
     assert settings.policy_path is None
     assert settings.http_timeout == 10.0
-    assert settings.crash_at is None
 
 
 def test_settings_are_frozen() -> None:
@@ -79,7 +78,6 @@ def test_everything_set() -> None:
             FLEX_BRIDGE_PUBLIC_URL="https://bridge.example.com",
             FLEX_BRIDGE_JOURNAL="sqlite:////var/lib/flex/journal.db",
             FLEX_BRIDGE_HTTP_TIMEOUT="3",
-            FLEX_BRIDGE_CRASH_AT="announced:2",
         )
     )
     assert settings.rest_auth == ("SK" + "c" * 32, "api-secret")
@@ -87,7 +85,6 @@ def test_everything_set() -> None:
     assert settings.public_url == "https://bridge.example.com"
     assert settings.journal == "/var/lib/flex/journal.db"
     assert settings.http_timeout == 3.0
-    assert settings.crash_at == "announced:2"
 
 
 def test_values_are_trimmed() -> None:
@@ -166,17 +163,6 @@ def test_malformed_urls(name: str, value: str) -> None:
 def test_malformed_http_timeout(value: str) -> None:
     with pytest.raises(ConfigError, match="FLEX_BRIDGE_HTTP_TIMEOUT"):
         Settings.from_env(env(FLEX_BRIDGE_HTTP_TIMEOUT=value))
-
-
-@pytest.mark.parametrize("value", ["applied", "recorded:3", "announced"])
-def test_crash_points(value: str) -> None:
-    assert Settings.from_env(env(FLEX_BRIDGE_CRASH_AT=value)).crash_at == value
-
-
-@pytest.mark.parametrize("value", ["settled", "later", ":1"])
-def test_malformed_crash_point(value: str) -> None:
-    with pytest.raises(ConfigError, match="FLEX_BRIDGE_CRASH_AT"):
-        Settings.from_env(env(FLEX_BRIDGE_CRASH_AT=value))
 
 
 # ------------------------------------------------------------------------------ journal

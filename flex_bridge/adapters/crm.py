@@ -45,6 +45,7 @@ from flex_bridge.adapters.http import parse_retry_after
 from flex_bridge.adapters.retry import RetryPolicy, retrying
 from flex_bridge.domain.attributes import parse_json_object
 from flex_bridge.domain.enrichment import TaskContext
+from flex_bridge.domain.types import JSON
 from flex_bridge.errors import (
     ConfigError,
     FlexBridgeError,
@@ -54,7 +55,6 @@ from flex_bridge.errors import (
     UpstreamError,
 )
 
-JSON = dict[str, Any]
 OPTIONS: Final = frozenset({"url", "keys", "target", "method", "timeout", "retries", "headers"})
 MAX_BODY: Final = 64 * 1024  # an answer must fit in 4,096 characters of attributes anyway
 

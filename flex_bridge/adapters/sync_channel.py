@@ -26,6 +26,7 @@ from twilio.rest import Client
 
 from flex_bridge.adapters.taskrouter import translate
 from flex_bridge.domain.intents import may_overwrite
+from flex_bridge.domain.types import JSON
 from flex_bridge.errors import (
     AmbiguousOutcomeError,
     ConflictError,
@@ -33,7 +34,6 @@ from flex_bridge.errors import (
     UpstreamError,
 )
 
-JSON = dict[str, Any]
 T = TypeVar("T")
 MAX_WRITE_ROUNDS = 6
 DEFAULT_TTL = 86_400

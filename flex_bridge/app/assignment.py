@@ -1,37 +1,145 @@
-"""Adopting offers whose assignment callback never reached the bridge.
+"""The assignment use case: what the policy does with an offer, from a callback or adopted.
 
-TaskRouter sends an assignment callback once (then the fallback URL, if any). If the bridge
-was down, restarting, or unreachable at that moment, the reservation waits, pending, until it
-times out, and the policy never saw it. At start-up the bridge lists the reservations still
-pending and applies the assignment rules to those it has no intent for, as if the callback had
-just arrived. Instruction rules cannot answer a callback that is gone, so their op goes over
-REST (announced first, like every REST change).
+An **offer** is a pending reservation with what TaskRouter's assignment callback says about
+it. ``answer_callback`` applies the policy's rules to one that arrived as a callback, and
+returns the reply: ``{}`` (defer; a REST rule's intent goes on in the background) or an
+instruction, announced on the channel first. ``adopt_missed_offers`` finds the offers whose
+callback never reached the bridge (it was down, restarting or unreachable: TaskRouter sends the
+callback once, then the fallback URL) and applies the same rules, as if the callback had just
+arrived; instruction rules cannot answer a callback that is gone, so their op goes over REST
+(announced first, like every REST change). Both compute the reservation's deadline with
+``protocol.reservation_deadline``.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from flex_bridge.domain.policy import choose_rule
+from flex_bridge.adapters.taskrouter import Offer
+from flex_bridge.domain.ops import instruction_reply
+from flex_bridge.domain.policy import AssignmentRule, choose_rule
+from flex_bridge.domain.protocol import reservation_deadline
+from flex_bridge.domain.types import JSON
 from flex_bridge.errors import FlexBridgeError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from flex_bridge.app.services import Services
 
 logger = logging.getLogger("flex_bridge.adoption")
-DEFAULT_RESERVATION_TIMEOUT = 120
+TIMEOUT_LOOKUP_BOUND = 1.0  # seconds a callback may spend learning the workflow's timeout
 
 
-def _attributes(raw: str) -> dict[str, Any]:
+def attributes(raw: str | None) -> JSON:
+    """Task or worker attributes as TaskRouter sends them (a JSON string); ``{}`` if not an
+    object."""
     try:
         value = json.loads(raw or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class OfferFacts:
+    """What the policy matches on, and what an intent needs, about one pending reservation."""
+
+    reservation_sid: str
+    task_sid: str
+    worker_sid: str
+    task_queue_sid: str | None
+    workflow_sid: str | None
+    task_attributes: JSON
+    worker_attributes: JSON
+    created_at: float | None = None  # None: now (a callback comes as the reservation is made)
+
+    @classmethod
+    def from_callback(cls, form: Mapping[str, str]) -> OfferFacts:
+        return cls(
+            reservation_sid=form["ReservationSid"],
+            task_sid=form["TaskSid"],
+            worker_sid=form["WorkerSid"],
+            task_queue_sid=form.get("TaskQueueSid") or None,
+            workflow_sid=form.get("WorkflowSid") or None,
+            task_attributes=attributes(form.get("TaskAttributes")),
+            worker_attributes=attributes(form.get("WorkerAttributes")),
+        )
+
+    @classmethod
+    def from_offer(cls, offer: Offer) -> OfferFacts:
+        res = offer.reservation
+        return cls(
+            reservation_sid=res.sid,
+            task_sid=res.task_sid,
+            worker_sid=res.worker_sid,
+            task_queue_sid=offer.task_queue_sid,
+            workflow_sid=offer.workflow_sid,
+            task_attributes=attributes(offer.task_attributes),
+            worker_attributes=attributes(offer.worker_attributes),
+            created_at=res.date_created,
+        )
+
+
+def _rule(svc: Services, offer: OfferFacts) -> AssignmentRule | None:
+    return choose_rule(
+        svc.settings.policy,
+        task_queue_sid=offer.task_queue_sid,
+        workflow_sid=offer.workflow_sid,
+        task_attributes=offer.task_attributes,
+        worker_attributes=offer.worker_attributes,
+    )
+
+
+async def deadline_of(svc: Services, offer: OfferFacts, bound: float | None = None) -> float:
+    """The reservation's deadline; the workflow's timeout is looked up within ``bound``."""
+    timeout = None
+    if offer.workflow_sid:
+        try:
+            timeout = await asyncio.wait_for(
+                svc.taskrouter.reservation_timeout(offer.workflow_sid), bound
+            )
+        except (TimeoutError, FlexBridgeError):
+            logger.warning(
+                "workflow %s: reservation timeout unknown; assuming the default",
+                offer.workflow_sid,
+            )
+    return reservation_deadline(offer.created_at, timeout, time.time())
+
+
+async def answer_callback(svc: Services, offer: OfferFacts) -> JSON:
+    """The assignment callback's reply for ``offer``, after journaling what the policy chose."""
+    rule = _rule(svc, offer)
+    if rule is None or rule.op == "defer":
+        return {}
+    intent, created = await svc.coordinator.submit(
+        op=rule.op,
+        reservation_sid=offer.reservation_sid,
+        task_sid=offer.task_sid,
+        worker_sid=offer.worker_sid,
+        source="policy",
+        params=rule.params,
+        deadline=await deadline_of(svc, offer, TIMEOUT_LOOKUP_BOUND),
+        via=rule.via,
+        before_accept=rule.before_accept,
+    )
+    if rule.via == "rest":
+        return {}
+    if not created:
+        # A retried callback: answer as the first time, if that intent was this instruction.
+        if intent.via == "instruction" and intent.op == rule.op:
+            return instruction_reply(intent.op, intent.params)
+        return {}
+    intent = await svc.coordinator.announce_only(intent, svc.settings.policy.sync.announce_timeout)
+    if intent.state != "announced":
+        return {}  # strict mode and Sync is down: no change without an announcement
+    await svc.coordinator.mark_instructed(intent)
+    return instruction_reply(rule.op, rule.params)
 
 
 async def adopt_at_startup(svc: Services) -> None:
@@ -43,8 +151,7 @@ async def adopt_at_startup(svc: Services) -> None:
 async def adopt_missed_offers(svc: Services) -> int:
     """Apply the policy to pending reservations the journal has never seen; returns how many
     intents were submitted."""
-    policy = svc.settings.policy
-    if not any(rule.op != "defer" for rule in policy.rules):
+    if not any(rule.op != "defer" for rule in svc.settings.policy.rules):
         return 0
     try:
         offers = await svc.taskrouter.pending_offers()
@@ -52,32 +159,21 @@ async def adopt_missed_offers(svc: Services) -> int:
         logger.warning("could not list pending reservations to adopt: %s", exc)
         return 0
     adopted = 0
-    for offer in offers:
-        res = offer.reservation
-        if await svc.journal.latest_for_reservation(res.sid) is not None:
+    for found in offers:
+        offer = OfferFacts.from_offer(found)
+        if await svc.journal.latest_for_reservation(offer.reservation_sid) is not None:
             continue
-        rule = choose_rule(
-            policy,
-            task_queue_sid=offer.task_queue_sid,
-            workflow_sid=offer.workflow_sid,
-            task_attributes=_attributes(offer.task_attributes),
-            worker_attributes=_attributes(offer.worker_attributes),
-        )
+        rule = _rule(svc, offer)
         if rule is None or rule.op == "defer":
             continue
-        timeout = DEFAULT_RESERVATION_TIMEOUT
-        if offer.workflow_sid:
-            with contextlib.suppress(FlexBridgeError):
-                timeout = await svc.taskrouter.reservation_timeout(offer.workflow_sid)
-        created_at = res.date_created if res.date_created is not None else time.time()
         _, created = await svc.coordinator.submit(
             op=rule.op,
-            reservation_sid=res.sid,
-            task_sid=res.task_sid,
-            worker_sid=res.worker_sid,
+            reservation_sid=offer.reservation_sid,
+            task_sid=offer.task_sid,
+            worker_sid=offer.worker_sid,
             source="policy",
             params=rule.params,
-            deadline=created_at + timeout,
+            deadline=await deadline_of(svc, offer),
             before_accept=rule.before_accept,
         )
         if created:
@@ -85,6 +181,6 @@ async def adopt_missed_offers(svc: Services) -> int:
             logger.info(
                 "adopted a pending reservation whose callback was missed (%s)",
                 rule.op,
-                extra={"reservation_sid": res.sid},
+                extra={"reservation_sid": offer.reservation_sid},
             )
     return adopted

@@ -21,6 +21,7 @@ from typing import Any
 from flex_bridge.adapters.retry import RetryPolicy, is_testing, retrying
 from flex_bridge.adapters.taskrouter import TasksPort, TaskView
 from flex_bridge.domain.attributes import merge_patch, parse_existing, serialise
+from flex_bridge.domain.types import JSON
 from flex_bridge.errors import (
     AmbiguousOutcomeError,
     ConflictError,
@@ -28,7 +29,6 @@ from flex_bridge.errors import (
     UpstreamError,
 )
 
-JSON = dict[str, Any]
 # Decides the change from what the task holds now: (merge patch, new priority or None),
 # or None for "nothing to do". Deciding from the current state is what makes a change
 # idempotent under retries (escalation raises the priority only once per level).

@@ -1,4 +1,4 @@
-"""The coordinator: drives every intent through the protocol of DESIGN.md, and recovers.
+"""The coordinator: the driver that carries every intent through the protocol, and recovers.
 
 ::
 
@@ -7,7 +7,9 @@
     REST     -> TaskRouter                   journal: applied | refused   (Twilio's answer kept)
     settle   -> Sync item phase = applied | failed            journal: settled
 
-The seven rules, and where they live:
+It only carries out: the journal, Sync, TaskRouter and timers. What an answer means and what
+to do next are decided by the pure functions of ``flex_bridge.domain.protocol``. The rules of
+``docs/architecture.md``, and where they are carried out:
 
 1. Nothing touches TaskRouter before the intent is journaled and announced: ``_drive`` runs
    the steps in order, each from the journal state the previous one wrote.
@@ -16,14 +18,17 @@ The seven rules, and where they live:
 3. An ambiguous outcome is resolved by fetching the reservation (``_apply``): the attempt
    counter is journaled *before* each send, so after an ambiguous answer or a crash the next
    step fetches first and never resends blind.
-4. Only transient errors are retried, with backoff and jitter, honouring ``Retry-After``,
-   bounded by attempts and by the reservation's deadline (``adapters.retry``).
+4. Only transient errors are retried, bounded by attempts and the reservation's deadline
+   (``adapters.retry``).
 5. Every intent reaches ``settled``: ``recover`` resumes unsettled intents at start-up and
    periodically.
 6. TaskRouter's events settle the matching item whoever caused the change
    (``on_reservation_event``).
 7. If Sync is down, ``strict`` refuses the change and ``degrade`` goes ahead after a bounded
-   wait, then settles late so the channel still converges (``_announce``).
+   wait, then settles late (``_announce``).
+
+``observers`` are called with each intent after every journal step it takes: metrics use
+them, and the crash tests install one that kills the process at a chosen step.
 """
 
 from __future__ import annotations
@@ -32,8 +37,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import os
-import signal
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -45,14 +48,12 @@ from flex_bridge.adapters.retry import RetryPolicy, retrying
 from flex_bridge.adapters.sync_channel import SyncChannelPort
 from flex_bridge.adapters.taskrouter import ReservationsPort
 from flex_bridge.app.metrics import Metrics
-from flex_bridge.domain.intents import (
-    ErrorInfo,
-    Intent,
-    channel_item,
-    new_intent_id,
-)
-from flex_bridge.domain.ops import INSTRUCTIONS, outcome_of, rest_params
+from flex_bridge.domain import protocol
+from flex_bridge.domain.intents import ErrorInfo, Intent, channel_item, new_intent_id
+from flex_bridge.domain.ops import rest_params
 from flex_bridge.domain.policy import Policy
+from flex_bridge.domain.protocol import Verdict
+from flex_bridge.domain.types import JSON, Op, Source, Via
 from flex_bridge.errors import (
     AmbiguousOutcomeError,
     FlexBridgeError,
@@ -65,53 +66,8 @@ from flex_bridge.errors import (
 
 logger = logging.getLogger("flex_bridge.coordinator")
 
-FAILED_STATUSES = frozenset({"timeout", "canceled", "rescinded", "rejected", "completed"})
-EVENT_STATUS = {
-    "reservation.accepted": "accepted",
-    "reservation.rejected": "rejected",
-    "reservation.timeout": "timeout",
-    "reservation.canceled": "canceled",
-    "reservation.rescinded": "rescinded",
-    "reservation.wrapup": "wrapping",
-    "reservation.completed": "completed",
-}
-# The op an item shows when TaskRouter changed a reservation with no intent of ours.
-OBSERVED_OP = {
-    "accepted": "accept",
-    "rejected": "reject",
-    "wrapping": "wrapup",
-    "completed": "complete",
-    "timeout": "accept",
-    "canceled": "accept",
-    "rescinded": "accept",
-}
-# How far along its lifecycle a reservation status is: an event whose status is behind what
-# the channel already shows is a late delivery, and must not move the channel back.
-STATUS_RANK = {
-    "pending": 0,
-    "accepted": 1,
-    "wrapping": 2,
-    "completed": 3,
-    "rejected": 3,
-    "timeout": 3,
-    "canceled": 3,
-    "rescinded": 3,
-}
-SETTLE_WINDOW = 30.0
-ENRICH_MARGIN = 1.0  # seconds kept for the REST call after enrichment, before the deadline
-INSTRUCTION_GRACE = 10.0
-
-
-def _behind(status: str | None, other: str | None) -> bool:
-    """True when ``status`` is earlier in the reservation lifecycle than ``other``."""
-    return STATUS_RANK.get(status or "", -1) < STATUS_RANK.get(other or "", -1)
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    outcome: str  # applied | refused | unknown
-    status: str | None
-    error: ErrorInfo | None = None
+Observer = Callable[[Intent], None]
+Enrich = Callable[[Intent, float], Awaitable[JSON]]
 
 
 @dataclass(slots=True)
@@ -120,28 +76,6 @@ class _Sending:
 
     intent: Intent
     fetch_first: bool
-
-
-class CrashHook:
-    """``FLEX_BRIDGE_CRASH_AT=step[:n]``: SIGKILL this process the n-th time (default 1st) an
-    intent reaches journal state ``step`` (recorded, announced or applied). A fault-injection
-    aid for the crash tests; unset in production."""
-
-    def __init__(self, spec: str | None) -> None:
-        self.step: str | None = None
-        self.remaining = 0
-        if spec:
-            step, _, n = spec.partition(":")
-            self.step = step
-            self.remaining = int(n or "1")
-
-    def reached(self, state: str) -> None:
-        if self.step != state:
-            return
-        self.remaining -= 1
-        if self.remaining == 0:
-            logger.warning("crash hook: killing the process at %s", state)
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class Coordinator:
@@ -154,8 +88,7 @@ class Coordinator:
         *,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
-        crash_at: str | None = None,
-        enrich: Callable[[Intent, float], Awaitable[dict[str, Any]]] | None = None,
+        enrich: Enrich | None = None,
     ) -> None:
         self.journal = journal
         self.channel = channel
@@ -163,11 +96,11 @@ class Coordinator:
         self.policy = policy
         self.metrics = metrics or Metrics()
         self.clock = clock
-        self.crash = CrashHook(crash_at)
         self.enrich = enrich
         self.retry_policy = RetryPolicy(
             policy.retry.max_attempts, policy.retry.base, policy.retry.cap
         )
+        self.observers: list[Observer] = [self._count_step]
         self._running: dict[str, asyncio.Task[None]] = {}
         # One event per waiting caller: several callers (a double click) may wait on one intent.
         self._waiters: dict[str, set[asyncio.Event]] = {}
@@ -180,14 +113,14 @@ class Coordinator:
     async def submit(
         self,
         *,
-        op: str,
+        op: Op,
         reservation_sid: str,
         task_sid: str,
         worker_sid: str,
-        source: str,
-        params: dict[str, Any],
+        source: Source,
+        params: JSON,
         deadline: float | None,
-        via: str = "rest",
+        via: Via = "rest",
         before_accept: bool = False,
     ) -> tuple[Intent, bool]:
         """Journal an intent (or join the one in flight) and start driving it.
@@ -207,13 +140,12 @@ class Coordinator:
             deadline=deadline,
             created_at=now,
             updated_at=now,
-            via="instruction" if via == "instruction" else "rest",
+            via=via,
             extra={"before_accept": True} if before_accept and self.enrich else {},
         )
         intent, created = await self.journal.submit(intent)
         if created:
-            self.metrics.phases.labels(op, "recorded").inc()
-            self.crash.reached("recorded")
+            self._stepped(intent)
             if intent.via == "rest":
                 self.start(intent.intent_id)
         return intent, created
@@ -295,6 +227,13 @@ class Coordinator:
             extra={"intent_id": intent.intent_id, "reservation_sid": intent.reservation_sid},
         )
 
+    def _count_step(self, intent: Intent) -> None:
+        self.metrics.phases.labels(intent.op, intent.state).inc()
+
+    def _stepped(self, intent: Intent) -> None:
+        for observer in self.observers:
+            observer(intent)
+
     async def _move(self, intent: Intent, expected: tuple[str, ...], **changes: Any) -> Intent:
         moved = await self.journal.transition(intent.intent_id, expected, **changes)
         if moved is None:
@@ -303,8 +242,7 @@ class Coordinator:
             assert current is not None
             return current
         if "state" in changes:
-            self.metrics.phases.labels(intent.op, changes["state"]).inc()
-            self.crash.reached(changes["state"])
+            self._stepped(moved)
         return moved
 
     def _on_retry(self, system: str) -> Callable[[BaseException, float], None]:
@@ -328,44 +266,33 @@ class Coordinator:
 
     async def _announce(self, intent: Intent) -> Intent:
         mode = self.policy.sync.mode
-        now = self.clock()
-        bound = now + self.policy.sync.announce_timeout
-        deadline = intent.deadline if mode == "strict" else bound
-        if deadline is not None and intent.deadline is not None:
-            deadline = min(deadline, intent.deadline)
+        window = protocol.announce_window(
+            mode, self.clock(), self.policy.sync.announce_timeout, intent.deadline
+        )
         try:
-            if mode == "degrade":
-                await asyncio.wait_for(self._write(intent, deadline), max(0.0, bound - now))
-            else:
-                await self._write(intent, deadline)
+            await asyncio.wait_for(self._write(intent, window.retry_until), window.wait)
         except (FlexBridgeError, TimeoutError) as exc:
             self.metrics.sync_writes.labels("announce_failed").inc()
-            if mode == "strict":
-                self._log(
-                    intent, "Sync unavailable, refusing (strict): %s", exc, level=logging.WARNING
-                )
-                return await self._move(
-                    intent,
-                    ("recorded",),
-                    state="refused",
-                    error=ErrorInfo(
-                        503, f"not changed: Sync is unavailable and sync.mode is strict ({exc})"
-                    ),
-                )
+            move = protocol.after_failed_announce(mode, str(exc))
             self._log(
-                intent, "Sync unavailable, going ahead (degrade): %s", exc, level=logging.WARNING
+                intent,
+                "Sync unavailable, %s (%s): %s",
+                "refusing" if move.state == "refused" else "going ahead",
+                mode,
+                exc,
+                level=logging.WARNING,
             )
-            return await self._move(intent, ("recorded",), state="announced", late_announce=True)
+            return await self._move(intent, ("recorded",), **move.changes())
         self.metrics.sync_writes.labels("announced").inc()
         return await self._move(intent, ("recorded",), state="announced")
 
     async def _enrich(self, intent: Intent) -> Intent:
-        """Enrich the task within the budget, leaving time for the REST call before the
-        reservation's deadline; the outcome is kept on the intent and shown on its item."""
+        """Enrich the task within the budget, before the reservation's deadline; the outcome
+        is kept on the intent and shown on its item."""
         assert self.enrich is not None
-        budget = self.policy.enrichment.budget
-        if intent.deadline is not None:
-            budget = max(0.0, min(budget, intent.deadline - self.clock() - ENRICH_MARGIN))
+        budget = protocol.enrichment_budget(
+            self.policy.enrichment.budget, intent.deadline, self.clock()
+        )
         try:
             outcome = await asyncio.wait_for(self.enrich(intent, budget), budget + 0.5)
         except (TimeoutError, FlexBridgeError) as exc:
@@ -385,132 +312,94 @@ class Coordinator:
         while len(self._observed) > 50_000:
             self._observed.popitem(last=False)
 
-    async def _fetch_verdict(self, intent: Intent) -> Verdict | None:
-        """What a fetch says about the intent; None when the op may (still) be sent."""
-        return self._verdict(intent, await self._fetch_status(intent))
-
     async def _fetch_status(self, intent: Intent) -> str:
         view = await self.taskrouter.fetch_reservation(intent.task_sid, intent.reservation_sid)
         self.metrics.upstream.labels("taskrouter", "fetch_reservation", "ok").inc()
         return view.status
 
-    def _verdict(self, intent: Intent, status: str) -> Verdict | None:
-        """What TaskRouter's ``status`` says about the intent; None when it may (still) be sent."""
-        verdict = outcome_of(intent.op, intent.params, status)
-        if verdict == "retry":
-            return None
-        if verdict == "applied":
-            return Verdict("applied", status)
-        if verdict == "unknown":
-            return Verdict(
-                "refused",
-                status,
-                ErrorInfo(None, "the outcome of the instruction cannot be known; not resent"),
+    async def _fetch_verdict(self, intent: Intent) -> Verdict | None:
+        return protocol.verdict(intent.op, intent.params, await self._fetch_status(intent))
+
+    async def _attempt(self, sending: _Sending, form: JSON) -> Verdict:
+        """One attempt: fetch first when the protocol says so, journal the attempt, send."""
+        current = sending.intent
+        if protocol.fetch_first(0, self.observed(current.reservation_sid)):
+            sending.fetch_first = True  # confirm with TaskRouter before giving up
+        if sending.fetch_first:
+            found = await self._fetch_verdict(current)
+            if found is not None:
+                return found
+        current = await self._move(current, ("announced",), attempts=current.attempts + 1)
+        sending.intent = current
+        if current.state != "announced":
+            return Verdict("refused", current.reservation_status, current.error)
+        count = self.metrics.upstream.labels
+        try:
+            view = await self.taskrouter.update_reservation(
+                current.task_sid, current.reservation_sid, form
             )
-        return Verdict(
-            "refused",
-            status,
-            ErrorInfo(20001, f"reservation is {status}; {intent.op} can no longer happen"),
-        )
+        except AmbiguousOutcomeError as exc:
+            count("taskrouter", current.op, "ambiguous").inc()
+            sending.fetch_first = True
+            raise TransientUpstreamError(str(exc), status=exc.status, code=exc.code) from exc
+        except NotFoundError as exc:
+            count("taskrouter", current.op, "not_found").inc()
+            return Verdict("refused", None, ErrorInfo(exc.code or 20404, exc.message))
+        except RejectedError as exc:
+            count("taskrouter", current.op, "refused").inc()
+            try:
+                fetched = await self._fetch_verdict(current)
+            except UpstreamError:
+                fetched = None
+            return protocol.verdict_on_refusal(current.op, fetched, exc.code, exc.message)
+        except TransientUpstreamError:
+            count("taskrouter", current.op, "transient").inc()
+            raise
+        count("taskrouter", current.op, "ok").inc()
+        return Verdict("applied", view.status)
 
     async def _apply(self, intent: Intent) -> Intent:
         form = rest_params(intent.op, intent.params)
-        sending = _Sending(intent, fetch_first=intent.attempts > 0)
-
-        async def attempt() -> Verdict:
-            current = sending.intent
-            observed = self.observed(current.reservation_sid)
-            if observed in ("timeout", "canceled", "rescinded"):
-                sending.fetch_first = True  # confirm with TaskRouter before giving up
-            if sending.fetch_first:
-                verdict = await self._fetch_verdict(current)
-                if verdict is not None:
-                    return verdict
-            current = await self._move(current, ("announced",), attempts=current.attempts + 1)
-            sending.intent = current
-            if current.state != "announced":
-                return Verdict("refused", current.reservation_status, current.error)
-            try:
-                view = await self.taskrouter.update_reservation(
-                    current.task_sid, current.reservation_sid, form
-                )
-            except AmbiguousOutcomeError as exc:
-                self.metrics.upstream.labels("taskrouter", intent.op, "ambiguous").inc()
-                sending.fetch_first = True
-                raise TransientUpstreamError(str(exc), status=exc.status, code=exc.code) from exc
-            except NotFoundError as exc:
-                self.metrics.upstream.labels("taskrouter", intent.op, "not_found").inc()
-                return Verdict("refused", None, ErrorInfo(exc.code or 20404, exc.message))
-            except RejectedError as exc:
-                self.metrics.upstream.labels("taskrouter", intent.op, "refused").inc()
-                try:
-                    verdict = await self._fetch_verdict(current)
-                except UpstreamError:
-                    verdict = None
-                if (
-                    verdict is not None
-                    and verdict.outcome == "applied"
-                    and current.op not in INSTRUCTIONS
-                ):
-                    # Done already (by an earlier attempt of ours, or by Flex). Not for an
-                    # instruction: a refused conference/dequeue/call/redirect did not happen,
-                    # even when someone else has since accepted the reservation.
-                    return verdict
-                status = verdict.status if verdict else None
-                return Verdict("refused", status, ErrorInfo(exc.code, exc.message))
-            except TransientUpstreamError:
-                self.metrics.upstream.labels("taskrouter", intent.op, "transient").inc()
-                raise
-            self.metrics.upstream.labels("taskrouter", intent.op, "ok").inc()
-            return Verdict("applied", view.status)
-
+        sending = _Sending(intent, fetch_first=protocol.fetch_first(intent.attempts, None))
         try:
-            verdict = await retrying(
-                attempt,
+            found = await retrying(
+                lambda: self._attempt(sending, form),
                 self.retry_policy,
                 deadline=intent.deadline,
                 clock=self.clock,
                 on_retry=self._on_retry("taskrouter"),
             )
         except UpstreamError as exc:
-            # Out of attempts or time: one last look decides, without sending again.
             seen: str | None = None
-            try:
+            last_look: Verdict | None = None
+            with contextlib.suppress(UpstreamError):
                 seen = await self._fetch_status(sending.intent)
-                last = self._verdict(sending.intent, seen)
-            except UpstreamError:
-                last = None
-            if last is not None:
-                verdict = last
-            else:
-                # Not applied. When the last look saw the reservation (still pending, say),
-                # the item says so: the plugin may act on it again (sync/README.md).
-                code = exc.code or (503 if exc.status is None else exc.status)
-                verdict = Verdict(
-                    "refused", seen, ErrorInfo(code, f"TaskRouter unavailable: {exc.message}")
-                )
+                last_look = protocol.verdict(intent.op, intent.params, seen)
+            found = protocol.verdict_when_exhausted(
+                last_look, seen, exc.code, exc.status, exc.message
+            )
         current = sending.intent
-        if verdict.outcome == "applied":
-            self._log(current, "applied (reservation %s)", verdict.status)
+        if found.outcome == "applied":
+            self._log(current, "applied (reservation %s)", found.status)
             return await self._move(
                 current,
                 ("announced",),
                 state="applied",
-                reservation_status=verdict.status,
+                reservation_status=found.status,
                 error=None,
             )
-        self._log(current, "refused: %s", verdict.error.message if verdict.error else "")
+        self._log(current, "refused: %s", found.error.message if found.error else "")
         return await self._move(
             current,
             ("announced",),
             state="refused",
-            reservation_status=verdict.status,
-            error=verdict.error or ErrorInfo(None, "the change was refused"),
+            reservation_status=found.status,
+            error=found.error or ErrorInfo(None, "the change was refused"),
         )
 
     async def _settle(self, intent: Intent) -> Intent | None:
         try:
-            await self._write(intent, self.clock() + SETTLE_WINDOW)
+            await self._write(intent, self.clock() + protocol.SETTLE_WINDOW)
         except FlexBridgeError as exc:
             self.metrics.sync_writes.labels("settle_failed").inc()
             self._log(intent, "settle failed, recovery will retry: %s", exc, level=logging.WARNING)
@@ -523,80 +412,53 @@ class Coordinator:
                 settled.op, settled.source, settled.outcome or "unknown"
             ).inc()
         self._notify(intent.intent_id)
+        status = None
         if settled.settled:
-            await self._catch_up(intent, settled)
+            status = protocol.catch_up(
+                settled, intent.updated_at, self._observed.get(settled.reservation_sid)
+            )
+        if status is not None:
+            self._log(settled, "TaskRouter reported %s meanwhile; following it", status)
+            await self._record_observation(
+                settled.reservation_sid, settled.task_sid, settled.worker_sid, status
+            )
         return settled
-
-    async def _catch_up(self, before: Intent, settled: Intent) -> None:
-        """Rule 6 for an event that came while this intent was applied or refused but not yet
-        settled (``on_reservation_event`` leaves such an intent to its driver): when TaskRouter
-        reported another status after the intent's outcome was known, the channel follows it.
-        For example, Sync was down, the bridge's accept was refused (strict), and the agent
-        accepted in Flex meanwhile."""
-        seen = self._observed.get(settled.reservation_sid)
-        if seen is None:
-            return
-        status, at = seen
-        if at < before.updated_at or not _behind(settled.reservation_status, status):
-            return
-        self._log(settled, "TaskRouter reported %s meanwhile; following it", status)
-        await self._record_observation(
-            settled.reservation_sid, settled.task_sid, settled.worker_sid, status
-        )
 
     # ----------------------------------------------------------------------------- events
     async def on_reservation_event(
-        self,
-        event_type: str,
-        *,
-        reservation_sid: str,
-        task_sid: str,
-        worker_sid: str,
+        self, event_type: str, *, reservation_sid: str, task_sid: str, worker_sid: str
     ) -> None:
         """Rule 6: TaskRouter's word settles the matching item, whoever caused the change."""
-        status = EVENT_STATUS.get(event_type)
+        status = protocol.EVENT_STATUS.get(event_type)
         if status is None:
             return
         self._observe(reservation_sid, status)
         latest = await self.journal.latest_for_reservation(reservation_sid)
-        if latest is not None and not latest.settled:
-            if latest.state == "instructed":
-                await self._resolve_instructed(latest, status)
-            return  # the driver of that intent settles it, and will see this status
-        if latest is not None and latest.reservation_status == status:
-            return  # the channel already shows this
-        if latest is not None and _behind(status, latest.reservation_status):
-            return  # a late event: the channel already shows a later status
-        if (
-            latest is not None
-            and status == "accepted"
-            and latest.op == "accept"
-            and latest.outcome == "applied"
-        ):
-            return  # the channel already shows this accept as applied
-        # Otherwise (nothing known, another status, or an intent that settled *failed* while
-        # TaskRouter says the change happened after all) the channel follows TaskRouter.
-        await self._record_observation(reservation_sid, task_sid, worker_sid, status)
+        action = protocol.on_event(status, latest)
+        if action == "resolve_instructed" and latest is not None:
+            await self._resolve_instructed(latest, status)
+        elif action == "observe":
+            await self._record_observation(reservation_sid, task_sid, worker_sid, status)
 
     async def _record_observation(
         self, reservation_sid: str, task_sid: str, worker_sid: str, status: str
     ) -> None:
         now = self.clock()
-        failed = status in ("timeout", "canceled", "rescinded")
+        seen = protocol.observation(status)
         intent = Intent(
             intent_id=new_intent_id(now),
-            op=OBSERVED_OP[status],
+            op=seen.op,
             reservation_sid=reservation_sid,
             task_sid=task_sid,
             worker_sid=worker_sid,
-            source="timeout" if status == "timeout" else "recovery",
+            source=seen.source,
             params={},
-            state="refused" if failed else "applied",
+            state=seen.state,
             deadline=None,
             created_at=now,
             updated_at=now,
             reservation_status=status,
-            error=ErrorInfo(None, f"reservation {status}") if failed else None,
+            error=seen.error,
         )
         intent, created = await self.journal.submit(intent)
         if created:
@@ -605,34 +467,22 @@ class Coordinator:
     async def _resolve_instructed(
         self, intent: Intent, status: str, *, reply_lost: bool = False
     ) -> None:
-        """Settle an instruction handed to TaskRouter in a callback reply, from its status.
-
-        ``reply_lost``: recovery found the reservation still where the op starts long after
-        the reply went out, so TaskRouter never acted on it; the op then goes over REST
-        (announced again, fetch-before-send as always).
-        """
-        verdict = outcome_of(intent.op, intent.params, status)
-        if verdict == "retry":
-            if reply_lost:
-                moved = await self._move(intent, ("instructed",), state="announced")
-                if moved.state == "announced":
-                    self._log(intent, "instruction reply had no effect; sending over REST")
-                    self.start(moved.intent_id)
+        """Settle an instruction handed to TaskRouter in a callback reply, from its status."""
+        action = protocol.instructed_outcome(
+            intent.op, intent.params, status, reply_lost=reply_lost
+        )
+        if action == "wait":
             return
-        if verdict in ("applied", "unknown"):
-            # "unknown": the instruction leaves no trace in the status (a call that does not
-            # accept); TaskRouter took the reply, so it is taken as given.
-            moved = await self._move(
-                intent, ("instructed",), state="applied", reservation_status=status
-            )
-        else:
-            moved = await self._move(
-                intent,
-                ("instructed",),
-                state="refused",
-                reservation_status=status,
-                error=ErrorInfo(None, f"reservation {status}"),
-            )
+        if action == "send_over_rest":
+            moved = await self._move(intent, ("instructed",), state="announced")
+            if moved.state == "announced":
+                self._log(intent, "instruction reply had no effect; sending over REST")
+                self.start(moved.intent_id)
+            return
+        error = None if action == "applied" else ErrorInfo(None, f"reservation {status}")
+        moved = await self._move(
+            intent, ("instructed",), state=action, reservation_status=status, error=error
+        )
         if moved.state in ("applied", "refused"):
             self.start(moved.intent_id)
 
@@ -649,36 +499,23 @@ class Coordinator:
 
     # --------------------------------------------------------------------------- recovery
     async def recover(self) -> int:
-        """Resume every unsettled intent from its journal state; returns how many.
-
-        An instruction intent (``via = "instruction"``) still ``recorded`` or ``announced``
-        belongs to the assignment callback answering with it, here or in another instance,
-        until ``INSTRUCTION_GRACE`` has passed since its last step: driving it sooner would
-        send the op over REST as well as in the reply, a double accept. After the grace that
-        reply has long gone out without the instruction (the callback's budget is far
-        shorter), or never went out (the process died), so the op goes over REST.
-        """
+        """Resume every unsettled intent from its journal state (``protocol.recovery_action``
+        says how); returns how many."""
         resumed = 0
         for intent in await self.journal.unsettled(limit=100_000):
-            if intent.intent_id in self._running:
+            running = intent.intent_id in self._running
+            action = protocol.recovery_action(intent, self.clock(), running=running)
+            if action == "skip":
                 continue
-            recent = self.clock() - intent.updated_at < INSTRUCTION_GRACE
-            if intent.via == "instruction" and intent.state in ("recorded", "announced") and recent:
-                continue
-            if intent.state == "instructed":
-                if self.clock() - intent.updated_at < INSTRUCTION_GRACE:
-                    continue
+            if action == "check_instructed":
                 try:
-                    view = await self.taskrouter.fetch_reservation(
-                        intent.task_sid, intent.reservation_sid
-                    )
+                    status = await self._fetch_status(intent)
                 except UpstreamError as exc:
                     self._log(intent, "recovery fetch failed: %s", exc, level=logging.WARNING)
                     continue
-                await self._resolve_instructed(intent, view.status, reply_lost=True)
-                resumed += 1
-                continue
-            self.start(intent.intent_id)
+                await self._resolve_instructed(intent, status, reply_lost=True)
+            else:
+                self.start(intent.intent_id)
             resumed += 1
         return resumed
 
@@ -689,11 +526,9 @@ class Coordinator:
                 if resumed:
                     logger.info("recovery resumed %d intent(s)", resumed)
             except FlexBridgeError as exc:
+                # Journal and upstream errors are typed; a sweep that failed is tried again
+                # at the next interval, for the life of the process (rule 5).
                 logger.warning("recovery sweep failed: %s", exc)
-            except Exception:
-                # Whatever broke this sweep (a raw sqlite error, say) must not end the
-                # periodic sweeps: rule 5 depends on them for the life of the process.
-                logger.exception("recovery sweep failed unexpectedly")
             await asyncio.sleep(interval)
 
     def start_recovery(self, interval: float) -> None:

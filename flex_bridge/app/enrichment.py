@@ -52,7 +52,6 @@ from flex_bridge.domain.attributes import (
     parse_patch,
 )
 from flex_bridge.domain.enrichment import (
-    JSON,
     Enricher,
     EnricherFactory,
     EnricherResult,
@@ -62,6 +61,7 @@ from flex_bridge.domain.enrichment import (
     TaskContext,
 )
 from flex_bridge.domain.policy import EnricherSpec, EnrichmentPolicy
+from flex_bridge.domain.types import JSON
 from flex_bridge.errors import ConfigError, FlexBridgeError
 
 logger = logging.getLogger("flex_bridge.enrichment")

@@ -117,7 +117,6 @@ async def open_services(settings: Settings, metrics: Metrics) -> Services:
         taskrouter,
         settings.policy,
         metrics=metrics,
-        crash_at=settings.crash_at,
         enrich=enrich_hook,
     )
     handlers = HandlerRegistry(metrics)

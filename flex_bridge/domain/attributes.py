@@ -21,9 +21,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from flex_bridge.domain.types import JSON
 from flex_bridge.errors import ValidationError
 
-JSON = dict[str, Any]
 ATTRIBUTES_LIMIT: Final = 4096
 MAX_DEPTH: Final = 32
 

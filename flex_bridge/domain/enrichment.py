@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-JSON = dict[str, Any]
+from flex_bridge.domain.types import JSON
+
 EnricherStatus = Literal["ok", "empty", "timeout", "error"]
 OutcomeStatus = Literal["ok", "partial", "failed", "skipped"]
 

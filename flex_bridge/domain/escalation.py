@@ -14,8 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flex_bridge.domain.policy import TimeoutPolicy
-
-JSON = dict[str, Any]
+from flex_bridge.domain.types import JSON
 
 
 def escalation_level(policy: TimeoutPolicy, timeouts: int) -> int:

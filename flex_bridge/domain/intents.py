@@ -14,14 +14,13 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
-JSON = dict[str, Any]
+from flex_bridge.domain.types import JSON, Op, Phase, Source, Via
 
 State = Literal["recorded", "announced", "instructed", "applied", "refused", "settled"]
 STATES: Final = ("recorded", "announced", "instructed", "applied", "refused", "settled")
 UNSETTLED: Final = frozenset({"recorded", "announced", "instructed", "applied", "refused"})
 # States in which TaskRouter may still be changed for the intent: they hold the reservation.
 IN_FLIGHT: Final = frozenset({"recorded", "announced", "instructed"})
-SOURCES: Final = ("policy", "plugin", "timeout", "recovery")
 # Settled phases rank above pending; applied above failed, so TaskRouter's word (an event
 # showing the change did happen) can correct a failure, but an applied item never turns failed.
 PHASE_RANK: Final = {"pending": 0, "failed": 1, "applied": 2}
@@ -45,17 +44,17 @@ class ErrorInfo:
 @dataclass(frozen=True, slots=True)
 class Intent:
     intent_id: str
-    op: str
+    op: Op
     reservation_sid: str
     task_sid: str
     worker_sid: str
-    source: str
+    source: Source
     params: JSON
     state: State
     deadline: float | None
     created_at: float
     updated_at: float
-    via: Literal["rest", "instruction"] = "rest"
+    via: Via = "rest"
     attempts: int = 0
     reservation_status: str | None = None
     error: ErrorInfo | None = None
@@ -67,7 +66,7 @@ class Intent:
         return self.state == "settled"
 
     @property
-    def phase(self) -> str:
+    def phase(self) -> Phase:
         """The Sync item phase this intent shows."""
         if self.state in ("applied",) or (self.state == "settled" and self.error is None):
             return "applied"

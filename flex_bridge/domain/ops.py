@@ -11,9 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-OPS: Final = ("accept", "reject", "redirect", "conference", "dequeue", "call", "wrapup", "complete")
-
-JSON = dict[str, Any]
+from flex_bridge.domain.types import JSON
 
 
 def _sid_schema(prefix: str) -> JSON:

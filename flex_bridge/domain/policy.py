@@ -37,19 +37,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal, cast
 
 import jsonschema
 
 from flex_bridge.domain.ops import PARAM_SCHEMAS
+from flex_bridge.domain.types import JSON, Op, SyncMode, Via
+from flex_bridge.errors import PolicyError as PolicyError  # re-exported: callers catch it here
 
-JSON = dict[str, Any]
+RuleOp = Op | Literal["defer"]
+
 RULE_OPS: Final = ("accept", "reject", "conference", "dequeue", "call", "redirect", "defer")
 INSTRUCTION_OPS: Final = ("accept", "reject", "conference", "dequeue", "call", "redirect")
-
-
-class PolicyError(ValueError):
-    """The policy file is invalid; the message names the key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +62,8 @@ class Match:
 @dataclass(frozen=True, slots=True)
 class AssignmentRule:
     name: str
-    op: str
-    via: str = "rest"
+    op: RuleOp
+    via: Via = "rest"
     params: JSON = field(default_factory=dict)
     match: Match | None = None
     before_accept: bool = False  # enrich the task (within enrichment.budget) before the op
@@ -97,7 +96,7 @@ class EnrichmentPolicy:
 
 @dataclass(frozen=True, slots=True)
 class SyncPolicy:
-    mode: str = "degrade"
+    mode: SyncMode = "degrade"
     announce_timeout: float = 2.0
     item_ttl: int = 86_400
 
@@ -266,8 +265,8 @@ def _rule(raw: Any, n: int) -> AssignmentRule:
             ) from None
     return AssignmentRule(
         name=str(raw.get("name", f"rule {n}")),
-        op=op,
-        via=via,
+        op=cast(RuleOp, op),
+        via=cast(Via, via),
         params=dict(params),
         match=_match(raw["match"], where) if "match" in raw else None,
         before_accept=before_accept,
@@ -342,7 +341,7 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
     if mode not in ("strict", "degrade"):
         raise PolicyError("sync.mode must be 'strict' or 'degrade'")
     sync_policy = SyncPolicy(
-        mode=mode,
+        mode=cast(SyncMode, mode),
         announce_timeout=float(_number(sync, "announce_timeout", 2.0, "sync")),
         item_ttl=int(_number(sync, "item_ttl", 86_400, "sync", minimum=1, integer=True)),
     )

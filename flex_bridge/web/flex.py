@@ -14,7 +14,8 @@ from quart import Blueprint, Response, jsonify, request
 
 from flex_bridge.app.services import Services
 from flex_bridge.domain.intents import Intent
-from flex_bridge.domain.ops import OPS, PARAM_SCHEMAS
+from flex_bridge.domain.ops import PARAM_SCHEMAS
+from flex_bridge.domain.types import OPS
 from flex_bridge.errors import NotFoundError, RejectedError, UpstreamError
 from flex_bridge.web.auth import ApiProblem, allowed, identify, services
 from flex_bridge.web.errors import error

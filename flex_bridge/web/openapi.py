@@ -6,12 +6,10 @@ One source: ``domain.ops.PARAM_SCHEMAS`` validates plugin bodies and describes t
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
 
 from flex_bridge import __version__
-from flex_bridge.domain.ops import OPS, PARAM_SCHEMAS
-
-JSON = dict[str, Any]
+from flex_bridge.domain.ops import PARAM_SCHEMAS
+from flex_bridge.domain.types import JSON, OPS
 
 ERROR = {
     "type": "object",

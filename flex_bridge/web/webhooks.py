@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -12,10 +11,9 @@ from typing import Any
 from quart import Blueprint, Response, current_app, jsonify, request
 from twilio.request_validator import RequestValidator
 
-from flex_bridge.app.coordinator import INSTRUCTION_GRACE
+from flex_bridge.app.assignment import OfferFacts, answer_callback
 from flex_bridge.app.services import Services
-from flex_bridge.domain.ops import instruction_reply
-from flex_bridge.domain.policy import choose_rule
+from flex_bridge.domain.protocol import INSTRUCTION_GRACE
 from flex_bridge.errors import FlexBridgeError
 from flex_bridge.web.errors import error
 from flex_bridge.web.signatures import verify
@@ -29,19 +27,10 @@ REPLY_BUDGET = 3.5
 # Recovery leaves an instruction intent to its callback for INSTRUCTION_GRACE seconds.
 assert REPLY_BUDGET < INSTRUCTION_GRACE
 DEDUPE_TTL = 86_400.0
-DEFAULT_RESERVATION_TIMEOUT = 120
 
 
 def services() -> Services:
     return current_app.config["services"]  # type: ignore[no-any-return]
-
-
-def _attributes(raw: str | None) -> dict[str, Any]:
-    try:
-        value = json.loads(raw or "{}")
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 async def _verified(endpoint: str) -> Mapping[str, str] | Response:
@@ -73,7 +62,9 @@ async def assignment() -> Response:
         svc.metrics.webhooks.labels("assignment", "bad_request").inc()
         return error(400, "missing_parameter", f"missing {', '.join(missing)}")
     try:
-        reply = await asyncio.wait_for(_decide(svc, form), REPLY_BUDGET)
+        reply = await asyncio.wait_for(
+            answer_callback(svc, OfferFacts.from_callback(form)), REPLY_BUDGET
+        )
         result = "ok"
     except TimeoutError:
         logger.warning(
@@ -94,52 +85,6 @@ async def assignment() -> Response:
     svc.metrics.webhooks.labels("assignment", result).inc()
     svc.metrics.webhook_latency.labels("assignment").observe(time.perf_counter() - started)
     return _json(reply)
-
-
-async def _deadline(svc: Services, workflow_sid: str, now: float) -> float:
-    timeout = DEFAULT_RESERVATION_TIMEOUT
-    if workflow_sid:
-        try:
-            timeout = await asyncio.wait_for(svc.taskrouter.reservation_timeout(workflow_sid), 1.0)
-        except (TimeoutError, FlexBridgeError):
-            logger.warning("workflow %s: reservation timeout unknown; assuming 120 s", workflow_sid)
-    return now + timeout
-
-
-async def _decide(svc: Services, form: Mapping[str, str]) -> dict[str, Any]:
-    rule = choose_rule(
-        svc.settings.policy,
-        task_queue_sid=form.get("TaskQueueSid") or None,
-        workflow_sid=form.get("WorkflowSid") or None,
-        task_attributes=_attributes(form.get("TaskAttributes")),
-        worker_attributes=_attributes(form.get("WorkerAttributes")),
-    )
-    if rule is None or rule.op == "defer":
-        return {}
-    deadline = await _deadline(svc, form.get("WorkflowSid", ""), time.time())
-    intent, created = await svc.coordinator.submit(
-        op=rule.op,
-        reservation_sid=form["ReservationSid"],
-        task_sid=form["TaskSid"],
-        worker_sid=form["WorkerSid"],
-        source="policy",
-        params=rule.params,
-        deadline=deadline,
-        via=rule.via,
-        before_accept=rule.before_accept,
-    )
-    if rule.via == "rest":
-        return {}
-    if not created:
-        # A retried callback: answer as the first time, if that intent was this instruction.
-        if intent.via == "instruction" and intent.op == rule.op:
-            return instruction_reply(intent.op, intent.params)
-        return {}
-    intent = await svc.coordinator.announce_only(intent, svc.settings.policy.sync.announce_timeout)
-    if intent.state != "announced":
-        return {}  # strict mode and Sync is down: no change without an announcement
-    await svc.coordinator.mark_instructed(intent)
-    return instruction_reply(rule.op, rule.params)
 
 
 @bp.post("/taskrouter/events")

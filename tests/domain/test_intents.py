@@ -15,7 +15,6 @@ from jsonschema import Draft202012Validator
 
 from flex_bridge.domain.intents import (
     PHASE_RANK,
-    SOURCES,
     STATES,
     UNSETTLED,
     ErrorInfo,
@@ -26,7 +25,7 @@ from flex_bridge.domain.intents import (
     may_overwrite,
     new_intent_id,
 )
-from flex_bridge.domain.ops import OPS
+from flex_bridge.domain.types import OPS, SOURCES
 from tests.support.intents import make_intent
 
 ITEM_SCHEMA = Path(__file__).resolve().parents[2] / "sync" / "schema" / "item.v1.json"

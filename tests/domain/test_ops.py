@@ -11,13 +11,13 @@ import pytest
 
 from flex_bridge.domain.ops import (
     INSTRUCTIONS,
-    OPS,
     PARAM_SCHEMAS,
     RULES,
     instruction_reply,
     outcome_of,
     rest_params,
 )
+from flex_bridge.domain.types import OPS
 from tests.support.emulator import spec_path
 
 WT = "WT" + "0123456789abcdef" * 2

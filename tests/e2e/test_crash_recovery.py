@@ -1,10 +1,11 @@
 """Crash and recovery (rule 5): SIGKILL the serving process at each journal step, restart it.
 
 The bridge runs as a real ``flex-bridge serve`` subprocess on a fixed port, against the
-emulator served in this process. ``FLEX_BRIDGE_CRASH_AT=step[:n]`` makes it kill itself the
-n-th time an intent reaches journal state ``step``. The restarted process (same port, same
-journal, no crash hook) must finish every intent: the reservation accepted by exactly one REST
-accept, the Sync item announced before it and settled after it, and the journal settled.
+emulator served in this process. Started as ``tests.support.crashing_bridge step[:n]``, it
+kills itself the n-th time an intent reaches journal state ``step`` (a coordinator observer).
+The restarted process (same port, same journal, no crash hook) must finish every intent: the
+reservation accepted by exactly one REST accept, the Sync item announced before it and settled
+after it, and the journal settled.
 
 A reservation whose assignment callback never reached the bridge (it was dead) is unknown to
 it, exactly as with Twilio: with no fallback URL it stays pending until it times out, and the
@@ -47,6 +48,7 @@ from tests.support.bridge import (
 from tests.support.emulator import Admin, RunningEmulator, twilio_client
 
 POINTS = ("recorded", "announced", "applied")
+REPO = str(Path(__file__).resolve().parents[2])  # for ``-m tests.support.crashing_bridge``
 BOUND = 30.0  # generous upper bound of every wait; nothing here asserts a duration
 RESERVATION_TIMEOUT = 120  # the seeded workflow's, on the emulator clock
 POLICY = """\
@@ -112,9 +114,11 @@ class BridgeProcess:
         assert self.proc is None or self.proc.poll() is not None, "the bridge is still running"
         self.runs += 1
         env = dict(self.env)
-        if crash_at:
-            env["FLEX_BRIDGE_CRASH_AT"] = crash_at
         command = [sys.executable, "-m", "flex_bridge", "serve"]
+        if crash_at:
+            # The same bridge, with a coordinator observer that SIGKILLs it at that step.
+            command = [sys.executable, "-m", "tests.support.crashing_bridge", crash_at]
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, env.get("PYTHONPATH")]))
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flex_bridge.domain.ops import OPS, PARAM_SCHEMAS
+from flex_bridge.domain.ops import PARAM_SCHEMAS
+from flex_bridge.domain.types import OPS
 from tests.e2e.conftest import OpenEnv
 from tests.e2e.env import Env
 from tests.support.bridge import ACCEPT_ALL, settled_item, wait_until

@@ -1,10 +1,10 @@
 """Crash trials: SIGKILL the serving process at every protocol step, with work in flight.
 
 The rig of ``tests/e2e/test_crash_recovery.py`` runs ``flex-bridge serve`` as a real
-subprocess; ``FLEX_BRIDGE_CRASH_AT=step:n`` makes it kill itself (SIGKILL) the n-th time an
-intent reaches journal state ``step``. Those tests kill one accept at each step; this suite
-scales that up: six seeded trials, each with eight intents in flight at once, covering every
-step (recorded, announced, applied) for both kinds of intent the bridge drives:
+subprocess; started as ``tests.support.crashing_bridge step:n`` it kills itself (SIGKILL)
+the n-th time an intent reaches journal state ``step``. Those tests kill one accept at each
+step; this suite scales that up: six seeded trials, each with eight intents in flight at
+once, covering every step (recorded, announced, applied) for both kinds of intent the bridge drives:
 
 - **accept** trials: eight tasks arrive together; the policy accepts them (assignment callback,
   then Sync announce and REST accept). Callbacks that reach the dead process are adopted at

@@ -30,13 +30,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
 
-from flex_bridge.domain.ops import OPS
+from flex_bridge.domain.types import OPS
 from tests.support.bridge import RunningBridge
 from tests.support.emulator import RunningEmulator
 
@@ -77,7 +78,10 @@ def _token(emulator: RunningEmulator, roles: list[str]) -> str:
 
 def _operations(bridge: RunningBridge) -> list[Any]:
     schema = schemathesis.openapi.from_url(bridge.url + "/flex/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
+        operations.append(result.ok())
     # Every route of the /flex API that takes input: the eight reservation ops, the
     # attributes patch and the intent lookup (schemathesis leaves out the document's own URL).
     labels = {op.label for op in operations}
