@@ -9,6 +9,7 @@ from typing import Any
 from flex_bridge.adapters.journal import SqliteJournal
 from flex_bridge.adapters.taskrouter import ReservationView, TaskView
 from flex_bridge.app.coordinator import Coordinator
+from flex_bridge.app.recovery import Recovery
 from flex_bridge.domain.ops import RULES
 from flex_bridge.domain.policy import Policy
 from flex_bridge.domain.protocol import INSTRUCTION_GRACE
@@ -115,12 +116,12 @@ async def test_an_instruction_reply_that_had_no_effect_goes_over_rest_after_the_
     coord, tr, channel, clock = await make()
     intent_id = await instructed(coord, "accept", {})
     # Within the grace the callback owns it: recovery leaves it alone.
-    await coord.recover()
+    await Recovery(coord).sweep()
     await coord.idle()
     assert tr.updates == []
     # Long after the reply, the reservation is still pending: TaskRouter never acted on it.
     clock.now += INSTRUCTION_GRACE + 1
-    await coord.recover()
+    await Recovery(coord).sweep()
     await coord.idle()
     assert tr.updates == [{"ReservationStatus": "accepted"}]
     settled = await coord.journal.get(intent_id)
@@ -133,7 +134,7 @@ async def test_a_call_instruction_without_accept_is_taken_as_given() -> None:
     coord, tr, _, clock = await make()
     intent_id = await instructed(coord, "call", {"from": "+15550100", "url": "https://x.test/t"})
     clock.now += INSTRUCTION_GRACE + 1
-    await coord.recover()
+    await Recovery(coord).sweep()
     await coord.idle()
     # Never resent: a call leaves no trace in the status, so it cannot be checked.
     assert tr.updates == []

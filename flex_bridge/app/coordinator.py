@@ -20,8 +20,8 @@ to do next are decided by the pure functions of ``flex_bridge.domain.protocol``.
    step fetches first and never resends blind.
 4. Only transient errors are retried, bounded by attempts and the reservation's deadline
    (``adapters.retry``).
-5. Every intent reaches ``settled``: ``recover`` resumes unsettled intents at start-up and
-   periodically.
+5. Every intent reaches ``settled``: ``app.recovery.Recovery`` resumes unsettled intents at
+   start-up and periodically, through this driver.
 6. TaskRouter's events settle the matching item whoever caused the change
    (``on_reservation_event``).
 7. If Sync is down, ``strict`` refuses the change and ``degrade`` goes ahead after a bounded
@@ -58,7 +58,6 @@ from flex_bridge.errors import (
     AmbiguousOutcomeError,
     FlexBridgeError,
     NotFoundError,
-    RateLimitedError,
     RejectedError,
     TransientUpstreamError,
     UpstreamError,
@@ -68,6 +67,41 @@ logger = logging.getLogger("flex_bridge.coordinator")
 
 Observer = Callable[[Intent], None]
 Enrich = Callable[[Intent, float], Awaitable[JSON]]
+
+
+def log_intent(intent: Intent, message: str, *args: Any, level: int = logging.INFO) -> None:
+    """Log about one intent, with its id and reservation bound as context."""
+    logger.log(
+        level,
+        "intent %s %s %s: " + message,
+        intent.intent_id,
+        intent.op,
+        intent.reservation_sid,
+        *args,
+        extra={"intent_id": intent.intent_id, "reservation_sid": intent.reservation_sid},
+    )
+
+
+class LastEvents:
+    """The status TaskRouter's latest event gave each reservation, and when it came (bounded:
+    the oldest are forgotten first)."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self._seen: OrderedDict[str, tuple[str, float]] = OrderedDict()
+
+    def record(self, reservation_sid: str, status: str, at: float) -> None:
+        self._seen[reservation_sid] = (status, at)
+        self._seen.move_to_end(reservation_sid)
+        while len(self._seen) > self.limit:
+            self._seen.popitem(last=False)
+
+    def get(self, reservation_sid: str) -> tuple[str, float] | None:
+        return self._seen.get(reservation_sid)
+
+    def status(self, reservation_sid: str) -> str | None:
+        seen = self._seen.get(reservation_sid)
+        return seen[0] if seen else None
 
 
 @dataclass(slots=True)
@@ -104,9 +138,7 @@ class Coordinator:
         self._running: dict[str, asyncio.Task[None]] = {}
         # One event per waiting caller: several callers (a double click) may wait on one intent.
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        # ReservationSid -> (the status TaskRouter's last event gave, when it came).
-        self._observed: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        self._recovery: asyncio.Task[None] | None = None
+        self.last_events = LastEvents()
         self._closing = False
 
     # ------------------------------------------------------------------------- submitting
@@ -216,17 +248,6 @@ class Coordinator:
             else:  # settled, or instructed (settled by TaskRouter's event)
                 return
 
-    def _log(self, intent: Intent, message: str, *args: Any, level: int = logging.INFO) -> None:
-        logger.log(
-            level,
-            "intent %s %s %s: " + message,
-            intent.intent_id,
-            intent.op,
-            intent.reservation_sid,
-            *args,
-            extra={"intent_id": intent.intent_id, "reservation_sid": intent.reservation_sid},
-        )
-
     def _count_step(self, intent: Intent) -> None:
         self.metrics.phases.labels(intent.op, intent.state).inc()
 
@@ -245,15 +266,6 @@ class Coordinator:
             self._stepped(moved)
         return moved
 
-    def _on_retry(self, system: str) -> Callable[[BaseException, float], None]:
-        def record(exc: BaseException, wait: float) -> None:
-            reason = "429" if isinstance(exc, RateLimitedError) else type(exc).__name__
-            self.metrics.retries.labels(system, reason).inc()
-            if isinstance(exc, RateLimitedError):
-                self.metrics.rate_limited.labels(system).inc()
-
-        return record
-
     async def _write(self, intent: Intent, deadline: float | None) -> None:
         data = channel_item(intent, self.clock())
         await retrying(
@@ -261,7 +273,7 @@ class Coordinator:
             self.retry_policy,
             deadline=deadline,
             clock=self.clock,
-            on_retry=self._on_retry("sync"),
+            on_retry=self.metrics.on_retry("sync"),
         )
 
     async def _announce(self, intent: Intent) -> Intent:
@@ -274,7 +286,7 @@ class Coordinator:
         except (FlexBridgeError, TimeoutError) as exc:
             self.metrics.sync_writes.labels("announce_failed").inc()
             move = protocol.after_failed_announce(mode, str(exc))
-            self._log(
+            log_intent(
                 intent,
                 "Sync unavailable, %s (%s): %s",
                 "refusing" if move.state == "refused" else "going ahead",
@@ -297,33 +309,23 @@ class Coordinator:
             outcome = await asyncio.wait_for(self.enrich(intent, budget), budget + 0.5)
         except (TimeoutError, FlexBridgeError) as exc:
             outcome = {"status": "failed", "enrichers": {}, "message": str(exc) or "timeout"}
-        self._log(intent, "enrichment before the %s: %s", intent.op, outcome.get("status"))
+        log_intent(intent, "enrichment before the %s: %s", intent.op, outcome.get("status"))
         return await self._move(
             intent, ("announced",), extra={**intent.extra, "enrichment": outcome}
         )
 
-    def observed(self, reservation_sid: str) -> str | None:
-        seen = self._observed.get(reservation_sid)
-        return seen[0] if seen else None
-
-    def _observe(self, reservation_sid: str, status: str) -> None:
-        self._observed[reservation_sid] = (status, self.clock())
-        self._observed.move_to_end(reservation_sid)
-        while len(self._observed) > 50_000:
-            self._observed.popitem(last=False)
-
-    async def _fetch_status(self, intent: Intent) -> str:
+    async def fetch_status(self, intent: Intent) -> str:
         view = await self.taskrouter.fetch_reservation(intent.task_sid, intent.reservation_sid)
         self.metrics.upstream.labels("taskrouter", "fetch_reservation", "ok").inc()
         return view.status
 
     async def _fetch_verdict(self, intent: Intent) -> Verdict | None:
-        return protocol.verdict(intent.op, intent.params, await self._fetch_status(intent))
+        return protocol.verdict(intent.op, intent.params, await self.fetch_status(intent))
 
     async def _attempt(self, sending: _Sending, form: JSON) -> Verdict:
         """One attempt: fetch first when the protocol says so, journal the attempt, send."""
         current = sending.intent
-        if protocol.fetch_first(0, self.observed(current.reservation_sid)):
+        if protocol.fetch_first(0, self.last_events.status(current.reservation_sid)):
             sending.fetch_first = True  # confirm with TaskRouter before giving up
         if sending.fetch_first:
             found = await self._fetch_verdict(current)
@@ -367,20 +369,20 @@ class Coordinator:
                 self.retry_policy,
                 deadline=intent.deadline,
                 clock=self.clock,
-                on_retry=self._on_retry("taskrouter"),
+                on_retry=self.metrics.on_retry("taskrouter"),
             )
         except UpstreamError as exc:
             seen: str | None = None
             last_look: Verdict | None = None
             with contextlib.suppress(UpstreamError):
-                seen = await self._fetch_status(sending.intent)
+                seen = await self.fetch_status(sending.intent)
                 last_look = protocol.verdict(intent.op, intent.params, seen)
             found = protocol.verdict_when_exhausted(
                 last_look, seen, exc.code, exc.status, exc.message
             )
         current = sending.intent
         if found.outcome == "applied":
-            self._log(current, "applied (reservation %s)", found.status)
+            log_intent(current, "applied (reservation %s)", found.status)
             return await self._move(
                 current,
                 ("announced",),
@@ -388,7 +390,7 @@ class Coordinator:
                 reservation_status=found.status,
                 error=None,
             )
-        self._log(current, "refused: %s", found.error.message if found.error else "")
+        log_intent(current, "refused: %s", found.error.message if found.error else "")
         return await self._move(
             current,
             ("announced",),
@@ -402,7 +404,7 @@ class Coordinator:
             await self._write(intent, self.clock() + protocol.SETTLE_WINDOW)
         except FlexBridgeError as exc:
             self.metrics.sync_writes.labels("settle_failed").inc()
-            self._log(intent, "settle failed, recovery will retry: %s", exc, level=logging.WARNING)
+            log_intent(intent, "settle failed, recovery will retry: %s", exc, level=logging.WARNING)
             self._notify(intent.intent_id)
             return None
         self.metrics.sync_writes.labels("settled").inc()
@@ -415,10 +417,10 @@ class Coordinator:
         status = None
         if settled.settled:
             status = protocol.catch_up(
-                settled, intent.updated_at, self._observed.get(settled.reservation_sid)
+                settled, intent.updated_at, self.last_events.get(settled.reservation_sid)
             )
         if status is not None:
-            self._log(settled, "TaskRouter reported %s meanwhile; following it", status)
+            log_intent(settled, "TaskRouter reported %s meanwhile; following it", status)
             await self._record_observation(
                 settled.reservation_sid, settled.task_sid, settled.worker_sid, status
             )
@@ -432,11 +434,11 @@ class Coordinator:
         status = protocol.EVENT_STATUS.get(event_type)
         if status is None:
             return
-        self._observe(reservation_sid, status)
+        self.last_events.record(reservation_sid, status, self.clock())
         latest = await self.journal.latest_for_reservation(reservation_sid)
         action = protocol.on_event(status, latest)
         if action == "resolve_instructed" and latest is not None:
-            await self._resolve_instructed(latest, status)
+            await self.resolve_instructed(latest, status)
         elif action == "observe":
             await self._record_observation(reservation_sid, task_sid, worker_sid, status)
 
@@ -444,27 +446,14 @@ class Coordinator:
         self, reservation_sid: str, task_sid: str, worker_sid: str, status: str
     ) -> None:
         now = self.clock()
-        seen = protocol.observation(status)
-        intent = Intent(
-            intent_id=new_intent_id(now),
-            op=seen.op,
-            reservation_sid=reservation_sid,
-            task_sid=task_sid,
-            worker_sid=worker_sid,
-            source=seen.source,
-            params={},
-            state=seen.state,
-            deadline=None,
-            created_at=now,
-            updated_at=now,
-            reservation_status=status,
-            error=seen.error,
+        intent = protocol.observed_intent(
+            new_intent_id(now), now, reservation_sid, task_sid, worker_sid, status
         )
         intent, created = await self.journal.submit(intent)
         if created:
             self.start(intent.intent_id)
 
-    async def _resolve_instructed(
+    async def resolve_instructed(
         self, intent: Intent, status: str, *, reply_lost: bool = False
     ) -> None:
         """Settle an instruction handed to TaskRouter in a callback reply, from its status."""
@@ -476,7 +465,7 @@ class Coordinator:
         if action == "send_over_rest":
             moved = await self._move(intent, ("instructed",), state="announced")
             if moved.state == "announced":
-                self._log(intent, "instruction reply had no effect; sending over REST")
+                log_intent(intent, "instruction reply had no effect; sending over REST")
                 self.start(moved.intent_id)
             return
         error = None if action == "applied" else ErrorInfo(None, f"reservation {status}")
@@ -497,53 +486,15 @@ class Coordinator:
         except TimeoutError:
             return await self._move(intent, ("recorded",), state="announced", late_announce=True)
 
-    # --------------------------------------------------------------------------- recovery
-    async def recover(self) -> int:
-        """Resume every unsettled intent from its journal state (``protocol.recovery_action``
-        says how); returns how many."""
-        resumed = 0
-        for intent in await self.journal.unsettled(limit=100_000):
-            running = intent.intent_id in self._running
-            action = protocol.recovery_action(intent, self.clock(), running=running)
-            if action == "skip":
-                continue
-            if action == "check_instructed":
-                try:
-                    status = await self._fetch_status(intent)
-                except UpstreamError as exc:
-                    self._log(intent, "recovery fetch failed: %s", exc, level=logging.WARNING)
-                    continue
-                await self._resolve_instructed(intent, status, reply_lost=True)
-            else:
-                self.start(intent.intent_id)
-            resumed += 1
-        return resumed
-
-    async def run_recovery(self, interval: float) -> None:
-        while not self._closing:
-            try:
-                resumed = await self.recover()
-                if resumed:
-                    logger.info("recovery resumed %d intent(s)", resumed)
-            except FlexBridgeError as exc:
-                # Journal and upstream errors are typed; a sweep that failed is tried again
-                # at the next interval, for the life of the process (rule 5).
-                logger.warning("recovery sweep failed: %s", exc)
-            await asyncio.sleep(interval)
-
-    def start_recovery(self, interval: float) -> None:
-        self._recovery = asyncio.get_running_loop().create_task(self.run_recovery(interval))
-
     async def idle(self) -> None:
         """Wait until no intent is being driven (for tests and orderly shutdown)."""
         while self._running:
             await asyncio.gather(*list(self._running.values()), return_exceptions=True)
 
+    def running(self, intent_id: str) -> bool:
+        return intent_id in self._running
+
     async def close(self, grace: float = 5.0) -> None:
-        if self._recovery is not None:
-            self._recovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._recovery
         if self._running:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.idle(), grace)

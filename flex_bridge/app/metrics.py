@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from flex_bridge.errors import RateLimitedError
 
 
 class Metrics:
@@ -87,6 +91,17 @@ class Metrics:
             "Intents being driven by this process.",
             registry=r,
         )
+
+    def on_retry(self, system: str) -> Callable[[BaseException, float], None]:
+        """A retry hook (``adapters.retry.retrying``) that counts retries of ``system``."""
+
+        def record(exc: BaseException, wait: float) -> None:
+            limited = isinstance(exc, RateLimitedError)
+            self.retries.labels(system, "429" if limited else type(exc).__name__).inc()
+            if limited:
+                self.rate_limited.labels(system).inc()
+
+        return record
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

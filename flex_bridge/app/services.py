@@ -23,6 +23,7 @@ from flex_bridge.adapters.taskrouter import TaskRouterPort, TwilioTaskRouter
 from flex_bridge.app.coordinator import Coordinator
 from flex_bridge.app.events import HandlerRegistry
 from flex_bridge.app.metrics import Metrics
+from flex_bridge.app.recovery import Recovery
 from flex_bridge.domain.intents import Intent
 from flex_bridge.settings import Settings
 
@@ -56,7 +57,11 @@ class Services:
     handlers: HandlerRegistry
     enrichment: EnrichmentPort | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    recovery: Recovery = field(init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.recovery = Recovery(self.coordinator)
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -67,6 +72,7 @@ class Services:
         await self.handlers.drain()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.recovery.close()
         await self.coordinator.close()
         for closer in reversed(self.closers):
             with contextlib.suppress(Exception):

@@ -240,6 +240,34 @@ def observation(status: str) -> Observation:
     )
 
 
+def observed_intent(
+    intent_id: str,
+    now: float,
+    reservation_sid: str,
+    task_sid: str,
+    worker_sid: str,
+    status: str,
+) -> Intent:
+    """The journal record of a change TaskRouter made with no intent of ours, ready to be
+    settled on the channel."""
+    seen = observation(status)
+    return Intent(
+        intent_id=intent_id,
+        op=seen.op,
+        reservation_sid=reservation_sid,
+        task_sid=task_sid,
+        worker_sid=worker_sid,
+        source=seen.source,
+        params={},
+        state=seen.state,
+        deadline=None,
+        created_at=now,
+        updated_at=now,
+        reservation_status=status,
+        error=seen.error,
+    )
+
+
 InstructedAction = Literal["wait", "send_over_rest", "applied", "refused"]
 
 

@@ -31,8 +31,8 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         svc = await factory(settings, metrics)
         register_builtin_handlers(svc)
         app.config["services"] = svc
-        await svc.coordinator.recover()
-        svc.coordinator.start_recovery(settings.policy.recovery_interval)
+        await svc.recovery.sweep()
+        svc.recovery.start(settings.policy.recovery_interval)
         svc.spawn(adopt_at_startup(svc))
 
     @app.after_serving
