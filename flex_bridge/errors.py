@@ -11,6 +11,8 @@ nothing above the adapters catches a library's exception type.
     ├── ValidationError             bad input from a caller (HTTP 400)
     ├── AuthenticationError         no or invalid Flex token / webhook signature (401)
     ├── ForbiddenError              valid token, not allowed: another agent's reservation (403)
+    ├── UnknownIntentError          an intent id the journal does not hold (404)
+    ├── BusyError                   another op's intent holds the reservation (409)
     ├── JournalError                the journal could not be read or written (adapters.journal)
     └── UpstreamError               Twilio (or the emulator) answered badly or not at all
         ├── TransientUpstreamError  429, 5xx, refused/reset connection: safe to retry
@@ -100,6 +102,14 @@ class AuthenticationError(FlexBridgeError):
 
 class ForbiddenError(FlexBridgeError):
     """Valid credentials that do not allow this action (HTTP 403)."""
+
+
+class UnknownIntentError(FlexBridgeError):
+    """No intent with that id is in the journal."""
+
+
+class BusyError(FlexBridgeError):
+    """An intent for another op holds the reservation (rule 2: one intent in flight)."""
 
 
 class JournalError(FlexBridgeError):

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.rest import Client
 
+from flex_bridge.domain.protocol import CONFLICT_CODES
 from flex_bridge.errors import (
     ConflictError,
     NotFoundError,
@@ -30,7 +31,6 @@ from flex_bridge.errors import (
     UpstreamError,
 )
 
-CONFLICT_CODES = frozenset({20001, 40114, 40135, 40136})
 T = TypeVar("T")
 
 

@@ -417,7 +417,7 @@ class Coordinator:
         status = None
         if settled.settled:
             status = protocol.catch_up(
-                settled, intent.updated_at, self.last_events.get(settled.reservation_sid)
+                settled, intent.created_at, self.last_events.get(settled.reservation_sid)
             )
         if status is not None:
             log_intent(settled, "TaskRouter reported %s meanwhile; following it", status)

@@ -109,6 +109,27 @@ RESERVATION_EVENTS = (
     "reservation.completed",
 )
 BACKGROUND_ENRICHMENT_MARGIN = 5.0
+DEDUPE_TTL = 86_400.0
+
+
+async def receive_event(svc: Services, event: Mapping[str, str], token: str | None) -> bool:
+    """Take one event callback: False for a delivery already seen (by its idempotency token,
+    or by type, resource and timestamp), else dispatch it to the handlers in the background
+    and return True."""
+    event_type = event.get("EventType", "")
+    stamp = event.get("TimestampMs") or event.get("Timestamp", "")
+    keys = []
+    if token:
+        keys.append(f"event-token:{token}")
+    if event.get("ResourceSid") and stamp:
+        keys.append(f"event:{event_type}:{event['ResourceSid']}:{stamp}")
+    fresh = True
+    for key in keys:
+        if not await svc.journal.first_seen(key, DEDUPE_TTL):
+            fresh = False
+    if fresh:
+        svc.handlers.dispatch_soon(dict(event))
+    return fresh
 
 
 def register_builtin_handlers(svc: Services) -> None:

@@ -39,6 +39,8 @@ ENRICH_MARGIN: Final = 1.0
 INSTRUCTION_GRACE: Final = 10.0
 """How long an instruction intent belongs to the callback answering with it."""
 
+CONFLICT_CODES: Final = frozenset({20001, 40114, 40135, 40136})
+"""Twilio's codes for "the reservation's state does not allow this change"."""
 EVENT_STATUS: Final[dict[str, ReservationStatus]] = {
     "reservation.accepted": "accepted",
     "reservation.rejected": "rejected",
@@ -100,12 +102,14 @@ def announce_window(
     mode: SyncMode, now: float, announce_timeout: float, deadline: float | None
 ) -> AnnounceWindow:
     """``strict`` may retry Sync up to the reservation's deadline; ``degrade`` waits only
-    ``announce_timeout`` before it goes ahead without the announcement."""
+    ``announce_timeout``, and never past the deadline, before it goes ahead without the
+    announcement."""
     bound = now + announce_timeout
     until: float | None = deadline if mode == "strict" else bound
     if until is not None and deadline is not None:
         until = min(until, deadline)
-    return AnnounceWindow(until, max(0.0, bound - now) if mode == "degrade" else None)
+    wait = max(0.0, (bound if until is None else until) - now) if mode == "degrade" else None
+    return AnnounceWindow(until, wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,9 +317,9 @@ def recovery_action(intent: Intent, now: float, *, running: bool) -> RecoveryAct
 def catch_up(settled: Intent, started_at: float, observed: tuple[str, float] | None) -> str | None:
     """The status the channel must follow after ``settled`` was written, or None.
 
-    Rule 6 for an event that came while the intent was applied or refused but not yet settled
-    (``on_event`` leaves such an intent to its driver): when TaskRouter reported a later
-    status after the intent's outcome was known, the channel follows it. For example, Sync
+    Rule 6 for an event that came while the intent was unsettled (``on_event`` leaves such an
+    intent to its driver): when TaskRouter reported a later status since the intent was
+    created (``started_at``), the channel follows it. For example, Sync
     was down, the bridge's accept was refused (strict), and the agent accepted in Flex."""
     if observed is None:
         return None

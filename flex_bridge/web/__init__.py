@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import logging
-
-from quart import Quart, Response
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from quart import Quart
 
 from flex_bridge.app.assignment import adopt_at_startup
 from flex_bridge.app.events import register_builtin_handlers
 from flex_bridge.app.metrics import Metrics
 from flex_bridge.app.services import Services, ServicesFactory, open_services
 from flex_bridge.settings import Settings
-from flex_bridge.web.errors import error
-
-logger = logging.getLogger("flex_bridge.web")
+from flex_bridge.web import errors
 
 
 def create_app(settings: Settings, *, services: ServicesFactory | None = None) -> Quart:
@@ -41,21 +36,7 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         if svc is not None:
             await svc.close()
 
-    @app.errorhandler(HTTPException)
-    async def http_error(exc: HTTPException) -> Response:
-        """Routing and protocol errors (404, 405, 413, ...) answer JSON like every other."""
-        status = exc.code or 500
-        code = (exc.name or "error").lower().replace(" ", "_")
-        response = error(status, code, exc.description or exc.name or "error")
-        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
-            response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
-        return response
-
-    @app.errorhandler(Exception)
-    async def unexpected(exc: Exception) -> Response:
-        logger.exception("unhandled error: %r", exc)
-        return error(500, "internal_error", "the bridge failed to handle this request")
-
+    errors.install(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(flex.bp)
     app.register_blueprint(tasks.bp)

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import current_app, request
+from quart import request
 
 from flex_bridge.adapters.flex_tokens import FlexIdentity
-from flex_bridge.app.services import Services
 from flex_bridge.errors import AuthenticationError, UpstreamError
-
-
-class ApiProblem(Exception):
-    """An error answer of the ``/flex`` API: ``{"error": {"code", "message"}}``."""
-
-    def __init__(self, status: int, code: str | int | None, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.extra = extra
-
-
-def services() -> Services:
-    return current_app.config["services"]  # type: ignore[no-any-return]
+from flex_bridge.web.context import services
+from flex_bridge.web.errors import ApiProblem
 
 
 def bearer() -> str | None:
@@ -49,8 +37,3 @@ async def identify(body: dict[str, Any] | None) -> FlexIdentity:
         raise ApiProblem(401, "invalid_token", str(exc)) from None
     except UpstreamError as exc:
         raise ApiProblem(503, exc.code, f"cannot validate the token now: {exc}") from None
-
-
-def allowed(identity: FlexIdentity, worker_sid: str) -> bool:
-    """Agents act on their own worker's reservations; supervisors and admins on any."""
-    return identity.is_supervisor or identity.worker_sid == worker_sid

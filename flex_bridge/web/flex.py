@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import re
 import time
@@ -12,29 +10,23 @@ from typing import Any
 import jsonschema
 from quart import Blueprint, Response, jsonify, request
 
-from flex_bridge.app.services import Services
+from flex_bridge.app.actions import read_intent, request_change
 from flex_bridge.domain.intents import Intent
 from flex_bridge.domain.ops import PARAM_SCHEMAS
+from flex_bridge.domain.protocol import CONFLICT_CODES
 from flex_bridge.domain.types import OPS
-from flex_bridge.errors import NotFoundError, RejectedError, UpstreamError
-from flex_bridge.web.auth import ApiProblem, allowed, identify, services
-from flex_bridge.web.errors import error
+from flex_bridge.web.auth import identify
+from flex_bridge.web.context import services
+from flex_bridge.web.errors import ApiProblem
 from flex_bridge.web.openapi import openapi_document
 
 bp = Blueprint("flex", __name__)
 
 
-@bp.errorhandler(ApiProblem)
-async def problem(exc: ApiProblem) -> Response:
-    return error(exc.status, exc.code, exc.message)
-
-
 RESERVATION_RE = re.compile(r"^WR[0-9a-fA-F]{32}$")
 INTENT_RE = re.compile(r"^in_[0-9a-f]{22}$")
-CONFLICT_CODES = frozenset({20001, 40114, 40135, 40136})
 DEFAULT_WAIT = 5.0
 MAX_WAIT = 30.0
-DEFAULT_RESERVATION_TIMEOUT = 120
 
 
 def _wait_seconds() -> float:
@@ -75,36 +67,6 @@ def _validate(op: str, params: dict[str, Any]) -> None:
         first = problems[0]
         where = "/".join(str(p) for p in first.absolute_path) or "body"
         raise ApiProblem(400, "invalid_params", f"{where}: {first.message}")
-
-
-async def _reservation_facts(
-    svc: Services, task_sid: str, reservation_sid: str
-) -> tuple[str, float | None]:
-    """The reservation's worker and deadline, from the journal or from TaskRouter."""
-    known = await svc.journal.latest_for_reservation(reservation_sid)
-    if known is not None and known.task_sid == task_sid:
-        return known.worker_sid, known.deadline
-    try:
-        reservation, task = await asyncio.gather(
-            svc.taskrouter.fetch_reservation(task_sid, reservation_sid),
-            svc.taskrouter.fetch_task(task_sid),
-        )
-    except NotFoundError:
-        raise ApiProblem(
-            404, 20404, f"reservation {reservation_sid} of task {task_sid} was not found"
-        ) from None
-    except RejectedError as exc:
-        raise ApiProblem(404, exc.code, f"reservation {reservation_sid}: {exc.message}") from None
-    except UpstreamError as exc:
-        raise ApiProblem(503, exc.code, f"TaskRouter is unavailable: {exc.message}") from None
-    deadline = None
-    if reservation.date_created is not None:
-        timeout = DEFAULT_RESERVATION_TIMEOUT
-        if task.workflow_sid:
-            with contextlib.suppress(UpstreamError):
-                timeout = await svc.taskrouter.reservation_timeout(task.workflow_sid)
-        deadline = reservation.date_created + timeout
-    return reservation.worker_sid, deadline
 
 
 def _answer(intent: Intent) -> Response:
@@ -157,51 +119,20 @@ async def reservation_action(reservation_sid: str, op: str) -> Response:
         params = {k: v for k, v in body.items() if k != "Token"}
         _validate(op, params)
         wait = _wait_seconds()
-        task_sid = params.pop("task_sid")
-        worker_sid, deadline = await _reservation_facts(svc, task_sid, reservation_sid)
-        if not allowed(identity, worker_sid):
-            raise ApiProblem(403, "forbidden", "this reservation belongs to another worker")
-        intent, created = await svc.coordinator.submit(
-            op=op,
-            reservation_sid=reservation_sid,
-            task_sid=task_sid,
-            worker_sid=worker_sid,
-            source="plugin",
-            params=params,
-            deadline=deadline,
-        )
-        if not created and intent.op != op and not intent.settled:
-            raise ApiProblem(
-                409,
-                "intent_in_flight",
-                f"a {intent.op} intent ({intent.intent_id}) is in flight for this reservation",
-            )
-        final = await svc.coordinator.wait(intent.intent_id, wait) or intent
+        final = await request_change(svc, identity, reservation_sid, op, params, wait)
         svc.metrics.webhooks.labels("flex_action", "ok").inc()
         return _answer(final)
-    except ApiProblem as exc:
-        svc.metrics.webhooks.labels("flex_action", str(exc.status)).inc()
-        return error(exc.status, exc.code, exc.message)
     finally:
         svc.metrics.webhook_latency.labels("flex_action").observe(time.perf_counter() - started)
 
 
 @bp.get("/flex/intents/<intent_id>")
 async def get_intent(intent_id: str) -> Response:
-    svc = services()
-    try:
-        identity = await identify(None)
-        if not INTENT_RE.fullmatch(intent_id):
-            raise ApiProblem(404, "unknown_intent", f"{intent_id!r} is not an intent id")
-        intent = await svc.journal.get(intent_id)
-        if intent is None:
-            raise ApiProblem(404, "unknown_intent", f"intent {intent_id} was not found")
-        if not allowed(identity, intent.worker_sid):
-            raise ApiProblem(403, "forbidden", "this intent belongs to another worker")
-    except ApiProblem as exc:
-        return error(exc.status, exc.code, exc.message)
-    response = jsonify({"intent": intent.to_json()})
-    return response
+    identity = await identify(None)
+    if not INTENT_RE.fullmatch(intent_id):
+        raise ApiProblem(404, "unknown_intent", f"{intent_id!r} is not an intent id")
+    intent = await read_intent(services(), identity, intent_id)
+    return jsonify({"intent": intent.to_json()})
 
 
 @bp.get("/flex/openapi.json")

@@ -5,17 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from quart import Blueprint, Response, current_app, jsonify
+from quart import Blueprint, Response, jsonify
 
-from flex_bridge.app.services import Services
 from flex_bridge.errors import FlexBridgeError
+from flex_bridge.web.context import services
 
 bp = Blueprint("ops", __name__)
 CHECK_TIMEOUT = 3.0
-
-
-def services() -> Services:
-    return current_app.config["services"]  # type: ignore[no-any-return]
 
 
 @bp.get("/healthz")

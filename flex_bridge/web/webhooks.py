@@ -8,13 +8,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from quart import Blueprint, Response, current_app, jsonify, request
+from quart import Blueprint, Response, jsonify, request
 from twilio.request_validator import RequestValidator
 
 from flex_bridge.app.assignment import OfferFacts, answer_callback
-from flex_bridge.app.services import Services
+from flex_bridge.app.events import receive_event
 from flex_bridge.domain.protocol import INSTRUCTION_GRACE
 from flex_bridge.errors import FlexBridgeError
+from flex_bridge.web.context import services
 from flex_bridge.web.errors import error
 from flex_bridge.web.signatures import verify
 
@@ -26,11 +27,6 @@ bp = Blueprint("webhooks", __name__)
 REPLY_BUDGET = 3.5
 # Recovery leaves an instruction intent to its callback for INSTRUCTION_GRACE seconds.
 assert REPLY_BUDGET < INSTRUCTION_GRACE
-DEDUPE_TTL = 86_400.0
-
-
-def services() -> Services:
-    return current_app.config["services"]  # type: ignore[no-any-return]
 
 
 async def _verified(endpoint: str) -> Mapping[str, str] | Response:
@@ -94,22 +90,7 @@ async def events() -> Response:
     form = await _verified("events")
     if isinstance(form, Response):
         return form
-    event_type = form.get("EventType", "")
-    token = request.headers.get("I-Twilio-Idempotency-Token")
-    stamp = form.get("TimestampMs") or form.get("Timestamp", "")
-    keys = []
-    if form.get("ResourceSid") and stamp:
-        keys.append(f"event:{event_type}:{form['ResourceSid']}:{stamp}")
-    if token:
-        keys.insert(0, f"event-token:{token}")
-    fresh = True
-    for key in keys:
-        if not await svc.journal.first_seen(key, DEDUPE_TTL):
-            fresh = False
-    if not fresh:
-        svc.metrics.webhooks.labels("events", "duplicate").inc()
-    else:
-        svc.handlers.dispatch_soon(dict(form))
-        svc.metrics.webhooks.labels("events", "ok").inc()
+    fresh = await receive_event(svc, form, request.headers.get("I-Twilio-Idempotency-Token"))
+    svc.metrics.webhooks.labels("events", "ok" if fresh else "duplicate").inc()
     svc.metrics.webhook_latency.labels("events").observe(time.perf_counter() - started)
     return Response("", status=204)
