@@ -20,6 +20,7 @@ nothing above the adapters catches a library's exception type.
         ├── AmbiguousOutcomeError   sent, but the outcome is unknown (timeout, dropped reply)
         └── RejectedError           4xx: Twilio refused; carries Twilio's code
             ├── NotFoundError       404 / 20404
+            ├── AlreadyExistsError  409: created already (a Sync map or item)
             ├── ConflictError       the state does not allow it (20001, 40114, 40135, 40136)
             └── PreconditionFailed  412 (If-Match mismatch: 20412, 54103, 54205, 54155)
 """
@@ -86,6 +87,10 @@ class RejectedError(UpstreamError):
 
 class NotFoundError(RejectedError):
     """The resource does not exist."""
+
+
+class AlreadyExistsError(RejectedError):
+    """HTTP 409: what was to be created exists already."""
 
 
 class ConflictError(RejectedError):

@@ -65,6 +65,10 @@ class Journal(Protocol):
         """True the first time ``key`` is seen within ``ttl`` seconds (atomically)."""
         ...
 
+    async def purge_seen(self) -> int:
+        """Forget dedupe keys past their TTL; returns how many."""
+        ...
+
     async def record_timeout(self, task_sid: str, reservation_sid: str) -> int:
         """Count a reservation timeout once per reservation; returns the task's count."""
         ...
@@ -221,7 +225,10 @@ class SqliteJournal:
         db, thread = self._db, self._thread
         if db is None or thread is None:
             raise JournalError("the journal is not open")
-        return await asyncio.get_running_loop().run_in_executor(thread, operation, db)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(thread, operation, db)
+        except sqlite3.Error as exc:  # locked, read-only, deleted, full, corrupt ...
+            raise JournalError(f"the journal at {self.path} failed: {exc}") from exc
 
     async def open(self) -> None:
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flex-bridge-journal")
@@ -242,7 +249,7 @@ class SqliteJournal:
 
         try:
             self._db = await asyncio.get_running_loop().run_in_executor(thread, connect)
-        except Exception as exc:
+        except (sqlite3.Error, OSError) as exc:
             thread.shutdown(wait=False)
             raise JournalError(f"cannot open the journal at {self.path}: {exc}") from exc
         self._thread = thread
@@ -313,6 +320,7 @@ class SqliteJournal:
         return await self._run(operation)
 
     async def purge_seen(self) -> int:
+        """Forget dedupe keys past their TTL; the recovery sweep calls it."""
         now = self.clock()
         return await self._run(
             lambda db: db.execute("DELETE FROM seen WHERE expires_at <= ?", (now,)).rowcount

@@ -18,18 +18,20 @@ under its policy and deadline.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from flex_bridge.adapters.taskrouter import translate
+from flex_bridge.adapters.twilio_errors import call
 from flex_bridge.domain.intents import may_overwrite
 from flex_bridge.domain.types import JSON
 from flex_bridge.errors import (
+    AlreadyExistsError,
     AmbiguousOutcomeError,
     ConflictError,
+    NotFoundError,
+    PreconditionFailed,
     TransientUpstreamError,
     UpstreamError,
 )
@@ -52,21 +54,6 @@ class SyncChannelPort(Protocol):
     async def read(self, worker_sid: str, key: str) -> JSON | None: ...
 
     async def ping(self) -> None: ...
-
-
-class _Status(Exception):
-    def __init__(self, status: int, exc: TwilioRestException) -> None:
-        self.status = status
-        self.exc = exc
-
-
-async def _call(make: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await make()
-    except TwilioRestException as exc:
-        if int(exc.status) in (404, 409, 412):
-            raise _Status(int(exc.status), exc) from exc
-        raise translate(exc) from exc
 
 
 class TwilioSyncChannel:
@@ -98,11 +85,10 @@ class TwilioSyncChannel:
         if name in self._maps:
             return
         try:
-            await _call(lambda: self._service.sync_maps.create_async(unique_name=name))
+            await call(lambda: self._service.sync_maps.create_async(unique_name=name))
             self.on_write("map_created")
-        except _Status as status:
-            if status.status != 409:
-                raise translate(status.exc) from status.exc
+        except AlreadyExistsError:
+            pass
         except AmbiguousOutcomeError:
             pass  # created or not: the item write below tells (404 -> create again)
         self._maps.add(name)
@@ -110,14 +96,12 @@ class TwilioSyncChannel:
     async def read(self, worker_sid: str, key: str) -> JSON | None:
         name = map_name(worker_sid)
         try:
-            item = await _call(
+            item = await call(
                 lambda: self._service.sync_maps(name).sync_map_items(key).fetch_async()
             )
-        except _Status as status:
-            if status.status == 404:
-                self._known.pop((name, key), None)
-                return None
-            raise translate(status.exc) from status.exc
+        except NotFoundError:
+            self._known.pop((name, key), None)
+            return None
         data: JSON = dict(item.data or {})
         self._remember(name, key, str(item.revision), data)
         return data
@@ -132,7 +116,7 @@ class TwilioSyncChannel:
                 self._known.move_to_end((name, key))
             try:
                 if known is None:
-                    item = await _call(
+                    item = await call(
                         lambda: items.create_async(key=key, data=data, item_ttl=self.ttl)
                     )
                 else:
@@ -142,20 +126,22 @@ class TwilioSyncChannel:
                         return False
                     if current == data:
                         return True
-                    item = await _call(
+                    item = await call(
                         lambda rev=revision: items(key).update_async(  # type: ignore[misc]
                             data=data, if_match=rev, item_ttl=self.ttl
                         )
                     )
-            except _Status as status:
-                if status.status == 404 and known is None:
+            except NotFoundError:
+                if known is None:
                     self._maps.discard(name)  # the map itself is gone (expired or deleted)
                     await self._ensure_map(name)
-                elif status.status == 404:
+                else:
                     self._known.pop((name, key), None)  # the item expired: create it again
-                else:  # 409 (exists) or 412 (someone wrote since): read, then decide again
-                    self.on_write(f"conflict_{status.status}")
-                    await self.read(worker_sid, key)
+                continue
+            except (AlreadyExistsError, PreconditionFailed) as exc:
+                # 409 (exists) or 412 (someone wrote since): read, then decide again.
+                self.on_write(f"conflict_{exc.status}")
+                await self.read(worker_sid, key)
                 continue
             except AmbiguousOutcomeError as exc:
                 found = await self.read(worker_sid, key)
@@ -187,10 +173,7 @@ class TwilioSyncChannel:
             self._known.popitem(last=False)
 
     async def ping(self) -> None:
-        try:
-            await _call(lambda: self._service.fetch_async())
-        except _Status as status:
-            raise translate(status.exc) from status.exc
+        await call(lambda: self._service.fetch_async())
 
 
 __all__ = ["SyncChannelPort", "TwilioSyncChannel", "UpstreamError", "map_name"]

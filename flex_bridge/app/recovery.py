@@ -3,7 +3,8 @@
 ``Recovery.sweep`` resumes each unsettled intent from its journal state, as
 ``protocol.recovery_action`` decides: an intent with no driver is driven again; an instruction
 handed to TaskRouter in a callback reply is checked against TaskRouter once its grace has
-passed. The bridge sweeps at start-up and then every ``[recovery] interval`` seconds.
+passed. The bridge sweeps at start-up and then every ``[recovery] interval`` seconds, and each
+periodic sweep also forgets the webhook dedupe keys whose TTL has passed.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Recovery:
                 resumed = await self.sweep()
                 if resumed:
                     logger.info("recovery resumed %d intent(s)", resumed)
+                await self.coordinator.journal.purge_seen()
             except FlexBridgeError as exc:
                 # Journal and upstream errors are typed; a failed sweep is tried again at the
                 # next interval, for the life of the process.

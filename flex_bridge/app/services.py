@@ -25,6 +25,7 @@ from flex_bridge.app.events import HandlerRegistry
 from flex_bridge.app.metrics import Metrics
 from flex_bridge.app.recovery import Recovery
 from flex_bridge.domain.intents import Intent
+from flex_bridge.errors import FlexBridgeError
 from flex_bridge.settings import Settings
 
 logger = logging.getLogger("flex_bridge.web")
@@ -75,7 +76,7 @@ class Services:
         await self.recovery.close()
         await self.coordinator.close()
         for closer in reversed(self.closers):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(FlexBridgeError, OSError):
                 await closer()
 
 

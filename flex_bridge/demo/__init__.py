@@ -26,6 +26,7 @@ import aiohttp
 from twilio.rest import Client
 
 from flex_bridge.adapters.http import BridgeHttpClient
+from flex_bridge.adapters.twilio_errors import call
 from flex_bridge.demo.agents import Agent, Feed
 from flex_bridge.demo.crm import DemoCrm, start_crm
 from flex_bridge.demo.report import Report, build_report
@@ -33,6 +34,7 @@ from flex_bridge.domain.policy import parse_policy
 from flex_bridge.emulator.app import create_emulator_app
 from flex_bridge.emulator.core import Emulator
 from flex_bridge.emulator.seed import SeedOptions, seed
+from flex_bridge.errors import UpstreamError
 from flex_bridge.serving import base_url, bind, serve_app
 from flex_bridge.settings import Settings
 from flex_bridge.web import create_app
@@ -158,8 +160,8 @@ async def _run(opts: DemoOptions, rng: random.Random, started: float, crm: DemoC
     available = state.activities["Available"]
 
     async def set_available(worker_sid: str) -> None:
-        with contextlib.suppress(Exception):
-            await ws.workers(worker_sid).update_async(activity_sid=available)
+        with contextlib.suppress(UpstreamError):  # tried again at the agent's next turn
+            await call(lambda: ws.workers(worker_sid).update_async(activity_sid=available))
 
     if not opts.quiet:
         print(f"flex-bridge demo: emulator {emu_url}, bridge {bridge_url}")

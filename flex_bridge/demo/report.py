@@ -13,9 +13,11 @@ from typing import Any
 from twilio.rest import Client
 
 from flex_bridge.adapters.sync_channel import map_name
+from flex_bridge.adapters.twilio_errors import call
 from flex_bridge.demo.agents import Agent
 from flex_bridge.emulator.core import Emulator
 from flex_bridge.emulator.seed import SeedState
+from flex_bridge.errors import NotFoundError
 
 CONVERGENCE_WAIT = 10.0
 
@@ -92,9 +94,10 @@ async def _mismatches(client: Client, state: SeedState, reservations: list[Any])
     service = client.sync.v1.services(state.sync_service_sid)
     items: dict[str, dict[str, Any]] = {}
     for worker in state.workers:
+        items_of = service.sync_maps(map_name(worker["sid"])).sync_map_items
         try:
-            listed = await service.sync_maps(map_name(worker["sid"])).sync_map_items.list_async()
-        except Exception:  # the map was never created: no item for this worker
+            listed = await call(items_of.list_async)
+        except NotFoundError:  # the map was never created: no item for this worker
             continue
         for item in listed:
             items[item.key] = dict(item.data or {})

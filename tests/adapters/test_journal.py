@@ -13,6 +13,7 @@ import pytest
 
 from flex_bridge.adapters.journal import SqliteJournal, journal_path
 from flex_bridge.domain.intents import ErrorInfo, Intent, new_intent_id
+from flex_bridge.domain.types import Op
 from flex_bridge.errors import ConfigError, JournalError
 
 WT = "WT" + "0123456789abcdef" * 2
@@ -42,7 +43,7 @@ class FakeClock:
 _made = 0
 
 
-def make(op: str = "accept", reservation_sid: str = WR, **changes: Any) -> Intent:
+def make(op: Op = "accept", reservation_sid: str = WR, **changes: Any) -> Intent:
     """A fresh intent; ids grow with each call, as real ones do with time."""
     global _made
     _made += 1
@@ -103,7 +104,7 @@ async def test_submit_records_and_claims(journal: SqliteJournal) -> None:
 @pytest.mark.parametrize("op", ["accept", "reject", "conference", "complete"])
 @pytest.mark.parametrize("state", ["recorded", "announced", "instructed"])
 async def test_a_request_while_an_intent_is_in_flight_joins_it(
-    journal: SqliteJournal, op: str, state: str
+    journal: SqliteJournal, op: Op, state: str
 ) -> None:
     first, _ = await journal.submit(make("accept"))
     if state != "recorded":
@@ -330,8 +331,9 @@ async def test_a_journal_that_cannot_open_raises_journal_error(tmp_path: Path) -
 async def test_a_failed_submit_leaves_nothing_behind(journal: SqliteJournal) -> None:
     first, _ = await journal.submit(make(reservation_sid=sid("WR", 1)))
     clash = make(reservation_sid=sid("WR", 2)).evolve(intent_id=first.intent_id)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(JournalError) as caught:
         await journal.submit(clash)
+    assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)  # translated, not hidden
     # Rolled back: no claim for WR2, the journal still works.
     assert await journal.latest_for_reservation(sid("WR", 2)) is None
     _, created = await journal.submit(make(reservation_sid=sid("WR", 2)))
@@ -375,7 +377,8 @@ async def test_a_seen_key_is_not_lost_when_a_concurrent_submit_rolls_back(
     results = await asyncio.gather(
         journal.submit(clash), journal.first_seen("webhook-1", 60), return_exceptions=True
     )
-    assert isinstance(results[0], sqlite3.IntegrityError)
+    assert isinstance(results[0], JournalError)
+    assert isinstance(results[0].__cause__, sqlite3.IntegrityError)
     assert results[1] is True
     assert not await journal.first_seen("webhook-1", 60)  # still remembered
 

@@ -11,9 +11,11 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from flex_bridge.adapters.http import BridgeHttpClient
-from flex_bridge.adapters.taskrouter import TwilioTaskRouter, _kwarg, translate
+from flex_bridge.adapters.taskrouter import TwilioTaskRouter, _kwarg
+from flex_bridge.adapters.twilio_errors import translate
 from flex_bridge.domain.ops import rest_params
 from flex_bridge.errors import (
+    AlreadyExistsError,
     AmbiguousOutcomeError,
     ConflictError,
     NotFoundError,
@@ -327,7 +329,7 @@ def rest_error(status: int, code: int | None, msg: str = "m") -> TwilioRestExcep
         (400, 40136, ConflictError),
         (400, 20003, RejectedError),
         (401, 20003, RejectedError),
-        (409, 54208, RejectedError),
+        (409, 54208, AlreadyExistsError),
     ],
 )
 def test_translate(status: int, code: int | None, kind: type[Exception]) -> None:
