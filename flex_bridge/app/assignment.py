@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flex_bridge.adapters.taskrouter import Offer
+from flex_bridge.domain.intents import Intent
 from flex_bridge.domain.ops import instruction_reply
 from flex_bridge.domain.policy import AssignmentRule, choose_rule
 from flex_bridge.domain.protocol import reservation_deadline
-from flex_bridge.domain.types import JSON
+from flex_bridge.domain.types import JSON, Op, Via
 from flex_bridge.errors import FlexBridgeError
 
 if TYPE_CHECKING:
@@ -112,22 +113,29 @@ async def deadline_of(svc: Services, offer: OfferFacts, bound: float | None = No
     return reservation_deadline(offer.created_at, timeout, time.time())
 
 
-async def answer_callback(svc: Services, offer: OfferFacts) -> JSON:
-    """The assignment callback's reply for ``offer``, after journaling what the policy chose."""
-    rule = _rule(svc, offer)
-    if rule is None or rule.op == "defer":
-        return {}
-    intent, created = await svc.coordinator.submit(
-        op=rule.op,
+async def _submit(
+    svc: Services, offer: OfferFacts, op: Op, rule: AssignmentRule, deadline: float, via: Via
+) -> tuple[Intent, bool]:
+    return await svc.coordinator.submit(
+        op=op,
         reservation_sid=offer.reservation_sid,
         task_sid=offer.task_sid,
         worker_sid=offer.worker_sid,
         source="policy",
         params=rule.params,
-        deadline=await deadline_of(svc, offer, TIMEOUT_LOOKUP_BOUND),
-        via=rule.via,
+        deadline=deadline,
+        via=via,
         before_accept=rule.before_accept,
     )
+
+
+async def answer_callback(svc: Services, offer: OfferFacts) -> JSON:
+    """The assignment callback's reply for ``offer``, after journaling what the policy chose."""
+    rule = _rule(svc, offer)
+    if rule is None or rule.op == "defer":
+        return {}
+    deadline = await deadline_of(svc, offer, TIMEOUT_LOOKUP_BOUND)
+    intent, created = await _submit(svc, offer, rule.op, rule, deadline, rule.via)
     if rule.via == "rest":
         return {}
     if not created:
@@ -166,16 +174,8 @@ async def adopt_missed_offers(svc: Services) -> int:
         rule = _rule(svc, offer)
         if rule is None or rule.op == "defer":
             continue
-        _, created = await svc.coordinator.submit(
-            op=rule.op,
-            reservation_sid=offer.reservation_sid,
-            task_sid=offer.task_sid,
-            worker_sid=offer.worker_sid,
-            source="policy",
-            params=rule.params,
-            deadline=await deadline_of(svc, offer),
-            before_accept=rule.before_accept,
-        )
+        deadline = await deadline_of(svc, offer)
+        _, created = await _submit(svc, offer, rule.op, rule, deadline, "rest")
         if created:
             adopted += 1
             logger.info(

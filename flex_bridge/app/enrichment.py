@@ -60,6 +60,7 @@ from flex_bridge.domain.enrichment import (
     OutcomeStatus,
     TaskContext,
 )
+from flex_bridge.domain.intents import Intent
 from flex_bridge.domain.policy import EnricherSpec, EnrichmentPolicy
 from flex_bridge.domain.types import JSON
 from flex_bridge.errors import ConfigError, FlexBridgeError
@@ -184,6 +185,16 @@ class Enrichment:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(loaded.spec.name for loaded in self._enrichers)
+
+    async def for_intent(self, intent: Intent, budget: float) -> JSON:
+        """The enrichment step of an intent (``before_accept``): the outcome its item shows."""
+        outcome = await self.enrich(
+            intent.task_sid,
+            budget=budget,
+            reservation_sid=intent.reservation_sid,
+            worker_sid=intent.worker_sid,
+        )
+        return outcome.to_json()
 
     async def enrich(
         self,

@@ -11,7 +11,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from twilio.rest import Client
 
@@ -21,29 +20,14 @@ from flex_bridge.adapters.journal import Journal, SqliteJournal
 from flex_bridge.adapters.sync_channel import SyncChannelPort, TwilioSyncChannel
 from flex_bridge.adapters.taskrouter import TaskRouterPort, TwilioTaskRouter
 from flex_bridge.app.coordinator import Coordinator
+from flex_bridge.app.enrichment import Enrichment
 from flex_bridge.app.events import HandlerRegistry
 from flex_bridge.app.metrics import Metrics
 from flex_bridge.app.recovery import Recovery
-from flex_bridge.domain.intents import Intent
 from flex_bridge.errors import FlexBridgeError
 from flex_bridge.settings import Settings
 
 logger = logging.getLogger("flex_bridge.web")
-
-
-class EnrichmentPort(Protocol):
-    """``flex_bridge.enrichment.Enrichment``: runs the configured enrichers on a task."""
-
-    async def enrich(
-        self,
-        task_sid: str,
-        *,
-        budget: float,
-        reservation_sid: str | None = None,
-        worker_sid: str | None = None,
-    ) -> Any: ...
-
-    async def close(self) -> None: ...
 
 
 @dataclass
@@ -56,7 +40,7 @@ class Services:
     tokens: TokenValidatorPort
     coordinator: Coordinator
     handlers: HandlerRegistry
-    enrichment: EnrichmentPort | None = None
+    enrichment: Enrichment | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     recovery: Recovery = field(init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -98,33 +82,18 @@ async def open_services(settings: Settings, metrics: Metrics) -> Services:
         on_write=lambda outcome: metrics.sync_writes.labels(outcome).inc(),
     )
     tokens = TwilioTokenValidator(http, settings.account_sid, settings.rest_auth)
-    enrichment: EnrichmentPort | None = None
+    enrichment: Enrichment | None = None
     closers: list[Callable[[], Awaitable[None]]] = [http.close, journal.close]
     if settings.policy.enrichment.enrichers:
-        from flex_bridge.app.enrichment import Enrichment
-
         enrichment = Enrichment(settings.policy.enrichment, taskrouter, metrics=metrics)
         closers.insert(0, enrichment.close)
-    enrich_hook = None
-    if enrichment is not None:
-        port = enrichment
-
-        async def enrich_hook(intent: Intent, budget: float) -> dict[str, Any]:
-            outcome = await port.enrich(
-                intent.task_sid,
-                budget=budget,
-                reservation_sid=intent.reservation_sid,
-                worker_sid=intent.worker_sid,
-            )
-            return outcome.to_json()  # type: ignore[no-any-return]
-
     coordinator = Coordinator(
         journal,
         channel,
         taskrouter,
         settings.policy,
         metrics=metrics,
-        enrich=enrich_hook,
+        enrich=enrichment.for_intent if enrichment else None,
     )
     handlers = HandlerRegistry(metrics)
     handlers.load(settings.policy.event_handlers)

@@ -130,39 +130,10 @@ _FIELDS: Final[dict[str, dict[str, str]]] = {
     "redirect": {"call_sid": "RedirectCallSid", "url": "RedirectUrl", "accept": "RedirectAccept"},
 }
 
-# Assignment-callback instruction replies use TaskRouter's snake_case names.
-_INSTRUCTION_REPLY: Final[dict[str, dict[str, str]]] = {
-    "reject": {"activity_sid": "activity_sid"},
-    "conference": {
-        "from": "from",
-        "to": "to",
-        "timeout": "timeout",
-        "record": "record",
-        "post_work_activity_sid": "post_work_activity_sid",
-        "status_callback": "status_callback",
-        "status_callback_event": "status_callback_event",
-        "end_conference_on_exit": "end_conference_on_exit",
-        "early_media": "early_media",
-    },
-    "dequeue": {
-        "from": "from",
-        "to": "to",
-        "post_work_activity_sid": "post_work_activity_sid",
-        "record": "record",
-        "timeout": "timeout",
-        "status_callback_url": "status_callback_url",
-        "status_callback_event": "status_callback_events",
-    },
-    "call": {
-        "from": "from",
-        "to": "to",
-        "url": "url",
-        "accept": "accept",
-        "record": "record",
-        "timeout": "timeout",
-        "status_callback_url": "status_callback_url",
-    },
-    "redirect": {"call_sid": "call_sid", "url": "url", "accept": "accept"},
+# Assignment-callback instruction replies use the plugin-body names (TaskRouter's snake_case),
+# but for these.
+_REPLY_RENAMES: Final[dict[str, dict[str, str]]] = {
+    "dequeue": {"status_callback_event": "status_callback_events"},
 }
 
 
@@ -223,9 +194,9 @@ def instruction_reply(op: str, params: JSON) -> JSON:
     """The assignment-callback reply that asks TaskRouter itself to do ``op``."""
     if op not in ("accept", "reject", *INSTRUCTIONS):
         raise ValueError(f"{op} cannot be given as an assignment instruction")
-    names = _INSTRUCTION_REPLY.get(op, {})
+    taken, renames = _FIELDS.get(op, {}), _REPLY_RENAMES.get(op, {})
     reply: JSON = {"instruction": op}
-    reply.update({names[k]: v for k, v in params.items() if k in names})
+    reply.update({renames.get(k, k): v for k, v in params.items() if k in taken})
     return reply
 
 
