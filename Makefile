@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck pytest demo emulator bench clean
+.PHONY: venv test test-fast lint typecheck pytest demo emulator bench clean
 
 venv: $(STAMP)
 
@@ -18,12 +18,16 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check flex_bridge tests $(wildcard bench)
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict flex_bridge
+	$(BIN)/mypy --strict flex_bridge tests
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
+
+# Under a minute: lint and every test not marked slow (tests/conftest.py says which are).
+test-fast: lint
+	$(BIN)/pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/flex-bridge demo

@@ -20,6 +20,29 @@ from tests.support.emulator import (
 )
 
 DEFAULT_SEED = SeedOptions()
+TESTS = Path(__file__).parent
+
+# ``slow``: ``make test`` runs everything, ``make test-fast`` (``pytest -m "not slow"``) leaves
+# these out. Files and directories are marked here by path (their owners keep them free of
+# markers); elsewhere a test over ~2 s carries ``@pytest.mark.slow`` itself.
+SLOW_PATHS = (
+    "reliability/",  # chaos, crash trials, fuzzing: a minute and more
+    "e2e/test_crash_recovery.py",  # kills and restarts a bridge subprocess
+    # Its tests share cached response validators (tests/support/schemas.py): marking only the
+    # ones over 2 s would move their cost to the last test, which drives every scenario.
+    "emulator/test_conformance.py",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            path = item.path.relative_to(TESTS).as_posix()
+        except ValueError:
+            continue
+        if path.startswith(SLOW_PATHS):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture

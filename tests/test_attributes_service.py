@@ -1,9 +1,9 @@
 """``update_attributes`` over an in-memory TaskRouter: fetch with ETag, merge, write with If-Match.
 
-The fake keeps one version counter per task, answers 412 to a stale ``If-Match`` as
-TaskRouter does, and lets a test stage trouble on the next writes: another writer getting in
-first, a write applied whose answer is lost (``AmbiguousOutcomeError``), a write lost before it
-was applied, a transient 5xx.
+The fake (``tests.support.fakes.FakeTasks``) keeps one version counter per task, answers 412 to
+a stale ``If-Match`` as TaskRouter does, and lets a test stage trouble on the next writes:
+another writer getting in first, a write applied whose answer is lost
+(``AmbiguousOutcomeError``), a write lost before it was applied, a transient 5xx.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flex_bridge.adapters.retry import set_testing
-from flex_bridge.adapters.taskrouter import ReservationView, TaskView
+from flex_bridge.adapters.taskrouter import TaskView
 from flex_bridge.app.attributes import (
     MAX_ATTEMPTS,
     PatchResult,
@@ -37,146 +36,15 @@ from flex_bridge.errors import (
     AmbiguousOutcomeError,
     ConflictError,
     NotFoundError,
-    PreconditionFailed,
     TransientUpstreamError,
     UpstreamError,
 )
+from tests.support.fakes import TROUBLE, WT, FakeTasks, StoredTask, Trouble
 
-WT = "WT" + "a" * 32
 UNKNOWN = "WT" + "f" * 32
 
-# What the next write meets:
-#   "ok"         applied as asked (if its If-Match is current);
-#   "raced"      another writer got in first (the task changes), so this one is a 412;
-#   "lost_after" applied, then the answer is lost: AmbiguousOutcomeError;
-#   "lost_before" never reached TaskRouter, and the caller cannot tell: AmbiguousOutcomeError;
-#   "5xx"        answered 503 without applying anything: TransientUpstreamError.
-TROUBLE = ("ok", "raced", "lost_after", "lost_before", "5xx")
 
-
-@dataclass
-class StoredTask:
-    attributes: str
-    priority: int = 0
-    version: int = 1
-    etag_missing: bool = False
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.version}"'
-
-
-@dataclass
-class Write:
-    task_sid: str
-    if_match: str | None
-    attributes: str | None
-    priority: int | None
-    outcome: str = ""
-
-
-@dataclass
-class FakeTaskRouter:
-    """TaskRouter's task ETags and If-Match, in memory, with staged trouble on writes."""
-
-    tasks: dict[str, StoredTask] = field(default_factory=dict)
-    trouble: list[str] = field(default_factory=list)  # consumed one per write
-    fetch_trouble: list[str] = field(default_factory=list)  # "5xx", consumed one per fetch
-    writes: list[Write] = field(default_factory=list)
-    fetched_etags: list[str | None] = field(default_factory=list)
-    # What "another writer" does to the task on a "raced" write (default: adds a key).
-    other_writer: Callable[[StoredTask], None] | None = None
-    others: int = 0
-
-    def _add_other_key(self, task: StoredTask) -> None:
-        current = json.loads(task.attributes) if task.attributes else {}
-        self.others += 1
-        current[f"other_{self.others}"] = self.others
-        task.attributes = json.dumps(current)
-
-    def add(self, attributes: str | dict[str, Any], priority: int = 0, sid: str = WT) -> str:
-        text = attributes if isinstance(attributes, str) else json.dumps(attributes)
-        self.tasks[sid] = StoredTask(text, priority)
-        return sid
-
-    def view(self, sid: str) -> TaskView:
-        task = self.tasks[sid]
-        etag = None if task.etag_missing else task.etag
-        return TaskView(sid, task.attributes, "pending", etag, task.priority, None, None)
-
-    def stored(self, sid: str = WT) -> Any:
-        return json.loads(self.tasks[sid].attributes)
-
-    @property
-    def applied(self) -> list[Write]:
-        return [w for w in self.writes if w.outcome in ("ok", "lost_after")]
-
-    async def fetch_task(self, task_sid: str) -> TaskView:
-        await asyncio.sleep(0)
-        if task_sid not in self.tasks:
-            raise NotFoundError(f"task {task_sid} not found", status=404, code=20404)
-        if self.fetch_trouble and self.fetch_trouble.pop(0) == "5xx":
-            raise TransientUpstreamError("503", status=503, code=20503)
-        view = self.view(task_sid)
-        self.fetched_etags.append(view.etag)
-        return view
-
-    async def update_task(
-        self,
-        task_sid: str,
-        *,
-        if_match: str | None,
-        attributes: str | None = None,
-        priority: int | None = None,
-    ) -> TaskView:
-        await asyncio.sleep(0)
-        write = Write(task_sid, if_match, attributes, priority)
-        self.writes.append(write)
-        task = self.tasks[task_sid]
-        trouble = self.trouble.pop(0) if self.trouble else "ok"
-        if trouble == "raced":
-            (self.other_writer or self._add_other_key)(task)
-            task.version += 1
-        if trouble == "5xx":
-            write.outcome = "5xx"
-            raise TransientUpstreamError("503", status=503, code=20503)
-        if trouble == "lost_before":
-            write.outcome = "lost_before"
-            raise AmbiguousOutcomeError("connection reset; the change may have been applied")
-        if if_match is not None and if_match != task.etag:
-            write.outcome = "412"
-            raise PreconditionFailed("ETag mismatch", status=412, code=20412)
-        if attributes is not None:
-            task.attributes = attributes
-        if priority is not None:
-            task.priority = priority
-        task.version += 1
-        if trouble == "lost_after":
-            write.outcome = "lost_after"
-            raise AmbiguousOutcomeError("response lost; the change may have been applied")
-        write.outcome = "ok"
-        return self.view(task_sid)
-
-    # The rest of the port is not used by update_attributes.
-    async def fetch_reservation(self, task_sid: str, reservation_sid: str) -> ReservationView:
-        raise NotImplementedError
-
-    async def update_reservation(
-        self, task_sid: str, reservation_sid: str, form: Any
-    ) -> ReservationView:
-        raise NotImplementedError
-
-    async def list_reservations(self, task_sid: str) -> list[ReservationView]:
-        raise NotImplementedError
-
-    async def reservation_timeout(self, workflow_sid: str) -> int:
-        raise NotImplementedError
-
-    async def ping(self) -> None:
-        raise NotImplementedError
-
-
-def assert_every_write_was_conditional(fake: FakeTaskRouter) -> None:
+def assert_every_write_was_conditional(fake: FakeTasks) -> None:
     """No write went without If-Match, and each named an ETag a fetch had just returned."""
     for write in fake.writes:
         assert write.if_match is not None, write
@@ -196,7 +64,7 @@ def escalating(timeouts: int) -> Callable[[dict[str, Any], TaskView], Any]:
 
 
 async def test_fetch_merge_write_with_if_match() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"customer": {"name": "Zoë", "tier": "silver"}, "from": "+1555"})
 
     result = await patch_attributes(
@@ -214,7 +82,7 @@ async def test_fetch_merge_write_with_if_match() -> None:
 
 
 async def test_a_patch_that_changes_nothing_writes_nothing() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add('{ "a": 1,  "b": {"c": [1, 2]} }')  # not compact: still the same object
 
     result = await patch_attributes(fake, WT, {"a": 1, "b": {"c": [1, 2]}, "gone": None})
@@ -227,7 +95,7 @@ async def test_a_patch_that_changes_nothing_writes_nothing() -> None:
 
 
 async def test_empty_attributes_are_an_empty_object() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add("")
     result = await patch_attributes(fake, WT, {"a": 1})
     assert fake.stored() == {"a": 1}
@@ -235,7 +103,7 @@ async def test_empty_attributes_are_an_empty_object() -> None:
 
 
 async def test_a_task_without_an_etag_is_never_written() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1})
     fake.tasks[WT].etag_missing = True
 
@@ -247,7 +115,7 @@ async def test_a_task_without_an_etag_is_never_written() -> None:
 
 
 async def test_an_unknown_task_is_not_found() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     with pytest.raises(NotFoundError):
         await patch_attributes(fake, UNKNOWN, {"a": 1})
     assert fake.writes == []
@@ -257,7 +125,7 @@ async def test_an_unknown_task_is_not_found() -> None:
 
 
 async def test_a_412_refetches_and_reapplies_the_patch_to_the_new_state() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"customer": {"name": "Zoë"}, "keep": 1})
 
     def other(task: StoredTask) -> None:  # another writer changes what the patch touches
@@ -279,7 +147,7 @@ async def test_a_412_refetches_and_reapplies_the_patch_to_the_new_state() -> Non
 
 
 async def test_several_conflicts_in_a_row_are_each_resolved_on_fresh_state() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({})
     fake.trouble = ["raced", "raced", "raced"]
 
@@ -292,7 +160,7 @@ async def test_several_conflicts_in_a_row_are_each_resolved_on_fresh_state() -> 
 
 
 async def test_gives_up_with_conflict_error_after_max_attempts() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1})
     fake.trouble = ["raced"] * 100
 
@@ -310,7 +178,7 @@ async def test_gives_up_with_conflict_error_after_max_attempts() -> None:
 
 
 async def test_max_attempts_is_a_parameter() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({})
     fake.trouble = ["raced"] * 3
 
@@ -328,7 +196,7 @@ async def test_max_attempts_is_a_parameter() -> None:
 
 
 async def test_an_ambiguous_write_that_applied_is_not_applied_twice() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1})
     fake.trouble = ["lost_after"]
 
@@ -346,7 +214,7 @@ async def test_an_ambiguous_write_that_applied_is_not_applied_twice() -> None:
 
 
 async def test_an_ambiguous_escalation_that_applied_raises_the_priority_once() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"type": "support"}, priority=5)
     fake.trouble = ["lost_after"]
 
@@ -364,7 +232,7 @@ async def test_an_ambiguous_escalation_that_applied_raises_the_priority_once() -
 
 
 async def test_an_ambiguous_write_that_did_not_apply_is_applied_once_after_the_fetch() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1}, priority=5)
     fake.trouble = ["lost_before"]
 
@@ -379,7 +247,7 @@ async def test_an_ambiguous_write_that_did_not_apply_is_applied_once_after_the_f
 
 
 async def test_answers_lost_again_and_again_are_an_outage_not_a_conflict() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1})
     fake.trouble = ["lost_before"] * 100
 
@@ -393,7 +261,7 @@ async def test_answers_lost_again_and_again_are_an_outage_not_a_conflict() -> No
 
 
 async def test_when_answers_ran_out_a_last_look_finds_the_change_made() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1}, priority=5)
     fake.trouble = ["lost_before", "lost_before", "lost_before", "lost_after"]
 
@@ -405,7 +273,7 @@ async def test_when_answers_ran_out_a_last_look_finds_the_change_made() -> None:
 
 
 async def test_when_attempts_ran_out_a_last_look_finds_a_lost_answer_took() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({})
     fake.trouble = ["raced", "raced", "lost_after"]
 
@@ -418,7 +286,7 @@ async def test_when_attempts_ran_out_a_last_look_finds_a_lost_answer_took() -> N
 
 
 async def test_when_attempts_ran_out_on_a_lost_answer_that_did_not_take() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({})
     fake.trouble = ["raced", "raced", "lost_before"]
 
@@ -430,7 +298,7 @@ async def test_when_attempts_ran_out_on_a_lost_answer_that_did_not_take() -> Non
 
 
 async def test_a_5xx_on_the_write_is_retried_with_the_same_if_match() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1})
     fake.trouble = ["5xx", "5xx"]
     fake.fetch_trouble = ["5xx"]
@@ -444,7 +312,7 @@ async def test_a_5xx_on_the_write_is_retried_with_the_same_if_match() -> None:
 
 
 async def test_conflicts_back_off_with_growing_jitter_outside_tests() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({})
     fake.trouble = ["raced", "lost_before", "raced", "raced", "raced", "raced", "raced"]
     waits: list[float] = []
@@ -465,7 +333,7 @@ async def test_conflicts_back_off_with_growing_jitter_outside_tests() -> None:
 
 
 async def test_no_waits_in_tests() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({})
     fake.trouble = ["raced", "raced"]
     waits: list[float] = []
@@ -478,7 +346,7 @@ async def test_no_waits_in_tests() -> None:
 
 
 async def test_transient_failures_past_their_bound_are_raised() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1})
     fake.fetch_trouble = ["5xx"] * 10
 
@@ -491,7 +359,7 @@ async def test_transient_failures_past_their_bound_are_raised() -> None:
 
 
 async def test_a_builder_returning_none_writes_nothing() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1}, priority=3)
     seen: list[tuple[dict[str, Any], int]] = []
 
@@ -507,7 +375,7 @@ async def test_a_builder_returning_none_writes_nothing() -> None:
 
 
 async def test_the_builder_decides_from_the_state_of_each_attempt() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"n": 0})
     fake.trouble = ["raced", "raced"]
     seen: list[dict[str, Any]] = []
@@ -524,7 +392,7 @@ async def test_the_builder_decides_from_the_state_of_each_attempt() -> None:
 
 
 async def test_priority_changes_alone_send_only_the_priority() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1}, priority=3)
 
     result = await update_attributes(fake, WT, lambda attrs, task: ({}, task.priority + 7))
@@ -537,7 +405,7 @@ async def test_priority_changes_alone_send_only_the_priority() -> None:
 
 
 async def test_an_unchanged_priority_is_not_sent() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1}, priority=3)
 
     result = await update_attributes(fake, WT, lambda attrs, task: ({"a": 1}, 3))
@@ -551,7 +419,7 @@ async def test_an_unchanged_priority_is_not_sent() -> None:
 
 
 async def test_escalation_levels_raise_the_priority_once_per_level() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"type": "support"}, priority=1)
 
     first = await update_attributes(fake, WT, escalating(1))  # below escalate_after
@@ -581,7 +449,7 @@ async def test_escalation_levels_raise_the_priority_once_per_level() -> None:
 
 
 async def test_a_result_too_large_is_never_written() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1})
 
     with pytest.raises(TooLarge) as caught:
@@ -597,7 +465,7 @@ async def test_a_result_too_large_is_never_written() -> None:
 
 @pytest.mark.parametrize("existing", ["{not json", '{"a": 1', "[1]", "null", '{"a":1,"a":2}'])
 async def test_malformed_existing_attributes_are_never_overwritten(existing: str) -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add(existing)
 
     with pytest.raises(MalformedExisting):
@@ -609,7 +477,7 @@ async def test_malformed_existing_attributes_are_never_overwritten(existing: str
 
 @pytest.mark.parametrize("existing", ["{not json", '{"a": 1', "[1]"])
 async def test_malformed_existing_attributes_are_replaced_when_asked(existing: str) -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add(existing)
 
     result = await patch_attributes(fake, WT, {"a": 2}, replace_malformed=True)
@@ -621,7 +489,7 @@ async def test_malformed_existing_attributes_are_replaced_when_asked(existing: s
 
 
 async def test_replacing_malformed_attributes_with_an_empty_patch_writes_an_empty_object() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add("{not json")
     result = await patch_attributes(fake, WT, {}, replace_malformed=True)
     assert fake.tasks[WT].attributes == "{}"
@@ -629,7 +497,7 @@ async def test_replacing_malformed_attributes_with_an_empty_patch_writes_an_empt
 
 
 async def test_replace_malformed_leaves_valid_attributes_alone() -> None:
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"a": 1})
     await patch_attributes(fake, WT, {"b": 2}, replace_malformed=True)
     assert fake.stored() == {"a": 1, "b": 2}
@@ -643,12 +511,12 @@ trouble_runs = st.lists(st.sampled_from(TROUBLE), max_size=12)
 @settings(max_examples=200, deadline=None)
 @given(trouble_runs, st.integers(min_value=2, max_value=4))
 def test_under_any_trouble_a_change_lands_at_most_once_or_not_at_all(
-    trouble: list[str], timeouts: int
+    trouble: list[Trouble], timeouts: int
 ) -> None:
     """Whatever the writes meet, every write is conditional, the patch lands whole on top of
     the other writers' changes or an error is raised, and the priority is raised for each
     new level exactly once."""
-    fake = FakeTaskRouter()
+    fake = FakeTasks()
     fake.add({"type": "support"}, priority=0)
     fake.trouble = list(trouble)
 

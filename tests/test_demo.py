@@ -11,6 +11,7 @@ from flex_bridge.demo import DemoOptions, run_demo
 from flex_bridge.demo.crm import load_customers, start_crm
 
 
+@pytest.mark.slow
 async def test_small_demo_converges_with_no_double_accepts(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

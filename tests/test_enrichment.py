@@ -15,20 +15,14 @@ from typing import Any
 
 import pytest
 
-from flex_bridge.adapters.taskrouter import TwilioTaskRouter
-from flex_bridge.app.enrichment import (
-    EnricherResult,
-    Enrichment,
-    EnrichmentOutcome,
-    TaskContext,
-    build_enricher,
-    compose,
-)
+from flex_bridge.adapters.taskrouter import TasksPort, TwilioTaskRouter
+from flex_bridge.app.enrichment import Enrichment, build_enricher, compose
 from flex_bridge.app.metrics import Metrics
+from flex_bridge.domain.enrichment import EnricherResult, EnrichmentOutcome, TaskContext
 from flex_bridge.domain.policy import EnricherSpec, EnrichmentPolicy
 from flex_bridge.errors import ConfigError, NotFoundError
 from tests.support.emulator import RunningEmulator, twilio_client
-from tests.support.fake_tasks import WT, FakeTaskRouter
+from tests.support.fakes import WT, FakeTasks
 
 PHONE = "+15551234567"
 REGISTRY: dict[str, Any] = {}
@@ -84,7 +78,7 @@ def hanging(release: asyncio.Event) -> Callable[[TaskContext], Any]:
     return enricher
 
 
-def enrichment(tr: Any, *specs: EnricherSpec, metrics: Metrics | None = None) -> Enrichment:
+def enrichment(tr: TasksPort, *specs: EnricherSpec, metrics: Metrics | None = None) -> Enrichment:
     return Enrichment(EnrichmentPolicy(enrichers=specs), tr, metrics=metrics)
 
 
@@ -112,15 +106,15 @@ async def test_enrichers_run_concurrently_and_the_result_is_written_once() -> No
 
         return enricher
 
-    tr = FakeTaskRouter('{"type":"support"}')
+    tr = FakeTasks.holding('{"type":"support"}')
     e = enrichment(tr, spec("a", waiting_for_the_other("a")), spec("b", waiting_for_the_other("b")))
     outcome = await e.enrich(WT, budget=5.0)
     assert outcome == EnrichmentOutcome(
         "ok", (EnricherResult("a", "ok"), EnricherResult("b", "ok")), patched=True
     )
-    assert tr.current == {"type": "support", "a": True, "b": True}
+    assert tr.stored() == {"type": "support", "a": True, "b": True}
     assert len(tr.writes) == 1
-    assert tr.writes[0]["if_match"] == '"1"'  # conditional, on the version read
+    assert tr.writes[0].if_match == '"1"'  # conditional, on the version read
 
 
 async def test_context_carries_the_task_and_the_reservation() -> None:
@@ -131,7 +125,7 @@ async def test_context_carries_the_task_and_the_reservation() -> None:
         context.attributes["mutated"] = True  # its own copy: nobody else sees this
         return {}
 
-    tr = FakeTaskRouter('{"customer_id":"C-1"}')
+    tr = FakeTasks.holding('{"customer_id":"C-1"}')
     e = enrichment(tr, spec("a", enricher), spec("b", enricher))
     outcome = await e.enrich(WT, budget=5.0, reservation_sid="WR1", worker_sid="WK1")
     assert outcome.status == "ok"
@@ -141,18 +135,18 @@ async def test_context_carries_the_task_and_the_reservation() -> None:
     ]
     assert all(c.attributes == {"customer_id": "C-1", "mutated": True} for c in seen)
     assert seen[0].attributes is not seen[1].attributes
-    assert tr.current == {"customer_id": "C-1"}  # the mutation was never written
+    assert tr.stored() == {"customer_id": "C-1"}  # the mutation was never written
 
 
 async def test_nothing_to_add_is_ok_and_writes_nothing() -> None:
-    tr = FakeTaskRouter('{"a":1}')
+    tr = FakeTasks.holding('{"a":1}')
     outcome = await enrichment(tr, spec("crm", returning({}))).enrich(WT, budget=5.0)
     assert outcome == EnrichmentOutcome("ok", (EnricherResult("crm", "empty"),), patched=False)
     assert tr.writes == []
 
 
 async def test_a_patch_already_applied_is_ok_but_not_patched() -> None:
-    tr = FakeTaskRouter('{"crm":{"tier":"gold"}}')
+    tr = FakeTasks.holding('{"crm":{"tier":"gold"}}')
     outcome = await enrichment(tr, spec("crm", returning({"crm": {"tier": "gold"}}))).enrich(
         WT, budget=5.0
     )
@@ -171,13 +165,13 @@ async def test_patches_merge_in_policy_order_not_completion_order() -> None:
         second_done.set()
         return {"shared": {"who": "second"}, "stale": None}
 
-    tr = FakeTaskRouter('{"stale":"old","keep":2}')
+    tr = FakeTasks.holding('{"stale":"old","keep":2}')
     outcome = await enrichment(tr, spec("first", first), spec("second", second)).enrich(
         WT, budget=5.0
     )
     assert outcome.status == "ok"
     assert [r.name for r in outcome.results] == ["first", "second"]
-    assert tr.current == {"keep": 2, "shared": {"who": "second", "a": 1}, "x": 1}
+    assert tr.stored() == {"keep": 2, "shared": {"who": "second", "a": 1}, "x": 1}
 
 
 def test_compose_keeps_deletions_and_merges_objects() -> None:
@@ -190,17 +184,18 @@ def test_compose_keeps_deletions_and_merges_objects() -> None:
 
 
 async def test_a_conflicting_writer_is_met_with_if_match_and_a_refetch() -> None:
-    tr = FakeTaskRouter('{"a":1}')
-    tr.conflicts = 1
+    tr = FakeTasks.holding('{"a":1}')
+    tr.trouble = ["raced"]  # another writer gets in first: the ETag moves, not the attributes
+    tr.other_writer = lambda task: None
     outcome = await enrichment(tr, spec("crm", returning({"crm": {"x": 1}}))).enrich(WT, budget=5.0)
     assert (outcome.status, outcome.patched) == ("ok", True)
-    assert [w["if_match"] for w in tr.writes] == ['"1"', '"2"']
-    assert tr.current == {"a": 1, "crm": {"x": 1}}
+    assert [w.if_match for w in tr.writes] == ['"1"', '"2"']
+    assert tr.stored() == {"a": 1, "crm": {"x": 1}}
 
 
 # ------------------------------------------------------------------------------ isolation
 async def test_a_hung_enricher_times_out_alone(release: asyncio.Event) -> None:
-    tr = FakeTaskRouter("{}")
+    tr = FakeTasks.holding("{}")
     e = enrichment(
         tr, spec("slow", hanging(release), timeout=0.05), spec("fast", returning({"f": 1}))
     )
@@ -211,7 +206,7 @@ async def test_a_hung_enricher_times_out_alone(release: asyncio.Event) -> None:
         EnricherResult("fast", "ok"),
     )
     assert outcome.patched
-    assert tr.current == {"f": 1}
+    assert tr.stored() == {"f": 1}
     assert outcome.to_json() == {
         "status": "partial",
         "enrichers": {"slow": "timeout", "fast": "ok"},
@@ -231,16 +226,16 @@ async def test_an_enricher_that_ignores_cancellation_does_not_hold_the_outcome()
         finished.set()
         return {"stubborn": True}
 
-    tr = FakeTaskRouter("{}")
+    tr = FakeTasks.holding("{}")
     e = enrichment(tr, spec("stubborn", stubborn, timeout=0.05), spec("ok", returning({"o": 1})))
     outcome = await e.enrich(WT, budget=5.0)
     assert not finished.is_set()  # the outcome came while the enricher still ran
     assert [r.status for r in outcome.results] == ["timeout", "ok"]
-    assert tr.current == {"o": 1}
+    assert tr.stored() == {"o": 1}
     let_go.set()
     await asyncio.wait_for(finished.wait(), 5)
     await asyncio.sleep(0)
-    assert tr.current == {"o": 1}  # a late answer is never written
+    assert tr.stored() == {"o": 1}  # a late answer is never written
     assert len(tr.writes) == 1
     await e.close()
 
@@ -251,14 +246,14 @@ async def test_a_raising_enricher_is_recorded_without_its_message(
     async def boom(context: TaskContext) -> dict[str, Any]:
         raise RuntimeError(f"no customer for {PHONE}")
 
-    tr = FakeTaskRouter(json.dumps({"from": PHONE}))
+    tr = FakeTasks.holding(json.dumps({"from": PHONE}))
     with caplog.at_level(logging.DEBUG, "flex_bridge.enrichment"):
         outcome = await enrichment(tr, spec("boom", boom), spec("ok", returning({"o": 1}))).enrich(
             WT, budget=5.0
         )
     assert outcome.status == "partial"
     assert outcome.results[0] == EnricherResult("boom", "error", "RuntimeError")
-    assert tr.current == {"from": PHONE, "o": 1}
+    assert tr.stored() == {"from": PHONE, "o": 1}
     assert "enricher boom: error (RuntimeError)" in caplog.text
     assert "test_enrichment.py" in caplog.text  # where it was raised, at debug level
     assert PHONE not in caplog.text
@@ -268,7 +263,7 @@ async def test_an_enricher_raising_timeout_error_is_a_timeout() -> None:
     async def own_timeout(context: TaskContext) -> dict[str, Any]:
         raise TimeoutError
 
-    outcome = await enrichment(FakeTaskRouter(), spec("t", own_timeout)).enrich(WT, budget=5.0)
+    outcome = await enrichment(FakeTasks.holding(), spec("t", own_timeout)).enrich(WT, budget=5.0)
     assert outcome.results == (EnricherResult("t", "timeout", "TimeoutError"),)
     assert outcome.status == "failed"
 
@@ -282,13 +277,13 @@ async def test_an_answer_that_is_not_a_json_object_is_an_error(answer: Any) -> N
     async def bad(context: TaskContext) -> Any:
         return answer
 
-    tr = FakeTaskRouter('{"a":1}')
+    tr = FakeTasks.holding('{"a":1}')
     outcome = await enrichment(tr, spec("bad", bad), spec("ok", returning({"o": 1}))).enrich(
         WT, budget=5.0
     )
     assert outcome.results[0].status == "error"
     assert outcome.status == "partial"
-    assert tr.current == {"a": 1, "o": 1}
+    assert tr.stored() == {"a": 1, "o": 1}
 
 
 async def test_when_every_enricher_fails_the_outcome_is_failed_and_nothing_is_written(
@@ -297,7 +292,7 @@ async def test_when_every_enricher_fails_the_outcome_is_failed_and_nothing_is_wr
     async def boom(context: TaskContext) -> dict[str, Any]:
         raise ValueError("x")
 
-    tr = FakeTaskRouter('{"a":1}')
+    tr = FakeTasks.holding('{"a":1}')
     outcome = await enrichment(
         tr, spec("boom", boom), spec("slow", hanging(release), timeout=0.01)
     ).enrich(WT, budget=5.0)
@@ -312,7 +307,7 @@ async def test_when_every_enricher_fails_the_outcome_is_failed_and_nothing_is_wr
 
 # ------------------------------------------------------------------------------ the budget
 async def test_the_budget_bounds_every_enricher(release: asyncio.Event) -> None:
-    tr = FakeTaskRouter('{"a":1}')
+    tr = FakeTasks.holding('{"a":1}')
     e = enrichment(tr, spec("a", hanging(release), timeout=30), spec("b", hanging(release)))
     outcome = await e.enrich(WT, budget=0.05)
     assert outcome.status == "failed"
@@ -328,7 +323,7 @@ async def test_no_budget_at_all_fails_without_reading_or_calling() -> None:
         called.append("yes")
         return {"x": 1}
 
-    tr = FakeTaskRouter()
+    tr = FakeTasks.holding()
     outcome = await enrichment(tr, spec("a", enricher)).enrich(WT, budget=0)
     assert outcome.status == "failed"
     assert outcome.message == "the task could not be read within the budget"
@@ -336,17 +331,17 @@ async def test_no_budget_at_all_fails_without_reading_or_calling() -> None:
 
 
 async def test_a_write_that_outlasts_the_budget_fails_without_raising() -> None:
-    tr = FakeTaskRouter('{"a":1}')
+    tr = FakeTasks.holding('{"a":1}')
     tr.hold_writes = asyncio.Event()
     outcome = await enrichment(tr, spec("crm", returning({"crm": {}}))).enrich(WT, budget=0.1)
     assert (outcome.status, outcome.patched) == ("failed", False)
     assert outcome.message == "the write did not finish within the budget"
     assert outcome.results == (EnricherResult("crm", "ok"),)
-    assert tr.current == {"a": 1}
+    assert tr.stored() == {"a": 1}
 
 
 async def test_a_write_that_is_refused_fails_with_the_reason() -> None:
-    tr = FakeTaskRouter('{"a":1}')
+    tr = FakeTasks.holding('{"a":1}')
     outcome = await enrichment(tr, spec("big", returning({"big": "x" * 5000}))).enrich(
         WT, budget=5.0
     )
@@ -365,15 +360,15 @@ async def test_malformed_attributes_fail_and_stay_byte_identical(stored: str) ->
         called.append("yes")
         return {"x": 1}
 
-    tr = FakeTaskRouter(stored)
+    tr = FakeTasks.holding(stored)
     outcome = await enrichment(tr, spec("a", enricher)).enrich(WT, budget=5.0)
     assert outcome.status == "failed"
     assert outcome.message == "the task's attributes are not a JSON object; left untouched"
-    assert (called, tr.writes, tr.attributes) == ([], [], stored)
+    assert (called, tr.writes, tr.tasks[WT].attributes) == ([], [], stored)
 
 
 async def test_a_task_that_cannot_be_read_fails() -> None:
-    tr = FakeTaskRouter()
+    tr = FakeTasks.holding()
     tr.fetch_error = NotFoundError("The requested resource was not found", status=404)
     outcome = await enrichment(tr, spec("a", returning({"x": 1}))).enrich(WT, budget=5.0)
     assert outcome.status == "failed"
@@ -382,7 +377,7 @@ async def test_a_task_that_cannot_be_read_fails() -> None:
 
 
 async def test_no_enrichers_is_skipped() -> None:
-    tr = FakeTaskRouter()
+    tr = FakeTasks.holding()
     e = Enrichment(EnrichmentPolicy(), tr)
     assert not e.enabled
     outcome = await e.enrich(WT, budget=5.0)
@@ -394,7 +389,7 @@ async def test_no_enrichers_is_skipped() -> None:
 # ------------------------------------------------------------------------------ metrics, close
 async def test_outcomes_are_counted() -> None:
     metrics = Metrics()
-    tr = FakeTaskRouter()
+    tr = FakeTasks.holding()
     e = enrichment(tr, spec("crm", returning({"crm": {"x": 1}})), metrics=metrics)
     await e.enrich(WT, budget=5.0)
     await Enrichment(EnrichmentPolicy(), tr, metrics=metrics).enrich(WT, budget=5.0)
@@ -420,7 +415,7 @@ async def test_close_awaits_every_aclose_even_when_one_fails() -> None:
                 raise OSError("socket already gone")
 
     e = enrichment(
-        FakeTaskRouter(),
+        FakeTasks.holding(),
         spec("a", Closing("a", fail=True)),
         spec("b", returning({})),  # no aclose: fine
         spec("c", Closing("c")),
@@ -448,7 +443,7 @@ def test_a_bad_factory_is_a_config_error_naming_the_enricher(factory: str, expec
     REGISTRY["r"] = returning({})
     policy = EnrichmentPolicy(enrichers=(EnricherSpec("crm", factory, 1.0, {"ref": "r"}),))
     with pytest.raises(ConfigError) as caught:
-        Enrichment(policy, FakeTaskRouter())
+        Enrichment(policy, FakeTasks.holding())
     assert str(caught.value).startswith("enricher 'crm': ")
     assert expected in str(caught.value)
 
@@ -472,7 +467,7 @@ def test_the_builtin_crm_factory_loads_from_the_policy() -> None:
             ),
         )
     )
-    assert Enrichment(policy, FakeTaskRouter()).names == ("crm",)
+    assert Enrichment(policy, FakeTasks.holding()).names == ("crm",)
 
 
 # ------------------------------------------------------------------------------ the emulator

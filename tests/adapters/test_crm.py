@@ -25,7 +25,7 @@ from flex_bridge.errors import (
     TransientUpstreamError,
     UpstreamError,
 )
-from tests.support.fake_tasks import WT, FakeTaskRouter
+from tests.support.fakes import WT, FakeTasks
 
 PHONE = "+15557654321"
 CUSTOMER = {"name": "Ada Sato", "tier": "gold", "open_cases": 2}
@@ -258,7 +258,7 @@ async def test_a_hung_crm_inside_enrichment_is_a_timeout_that_blocks_nothing(
     crm: ScriptedCrm, caplog: pytest.LogCaptureFixture
 ) -> None:
     crm.script(Reply(hang=True))
-    tr = FakeTaskRouter(json.dumps({"from": PHONE}))
+    tr = FakeTasks.holding(json.dumps({"from": PHONE}))
     spec = EnricherSpec(
         "crm",
         "flex_bridge.adapters.crm:http_crm",
@@ -282,7 +282,7 @@ async def test_errors_and_logs_never_carry_the_looked_up_value(
     crm: ScriptedCrm, make: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     crm.script(Reply(500, {"error": f"no such number {PHONE}"}))
-    tr = FakeTaskRouter(json.dumps({"from": PHONE}))
+    tr = FakeTasks.holding(json.dumps({"from": PHONE}))
     spec = EnricherSpec(
         "crm", "flex_bridge.adapters.crm:http_crm", 5.0, {"url": crm.url, "keys": ["from"]}
     )
@@ -352,5 +352,5 @@ def test_options_are_validated_at_factory_time(options: dict[str, Any], named: s
 def test_a_bad_option_in_the_policy_is_a_config_error_naming_enricher_and_option() -> None:
     spec = EnricherSpec("crm", "flex_bridge.adapters.crm:http_crm", 1.0, {"keys": ["from"]})
     with pytest.raises(ConfigError) as caught:
-        Enrichment(EnrichmentPolicy(enrichers=(spec,)), FakeTaskRouter())
+        Enrichment(EnrichmentPolicy(enrichers=(spec,)), FakeTasks.holding())
     assert str(caught.value).startswith("enricher 'crm': http_crm option 'url'")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import pytest
 
@@ -50,8 +51,18 @@ async def http(emulator: RunningEmulator) -> AsyncIterator[BridgeHttpClient]:
     await client.close()
 
 
+class ValidatorOptions(TypedDict, total=False):
+    margin: float
+    max_cache: float
+    negative_ttl: float
+    max_entries: int
+
+
 def validator_for(
-    http: BridgeHttpClient, emulator: RunningEmulator, clock: FakeClock, **options: float
+    http: BridgeHttpClient,
+    emulator: RunningEmulator,
+    clock: FakeClock,
+    **options: Unpack[ValidatorOptions],
 ) -> TwilioTokenValidator:
     config = emulator.config
     return TwilioTokenValidator(

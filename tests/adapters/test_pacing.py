@@ -31,7 +31,7 @@ def real_waits() -> Iterator[None]:
 
 
 def pace(clock: Clock, **kw: float) -> AdaptiveRate:
-    return AdaptiveRate(clock=clock, sleep=clock.sleep, **kw)  # type: ignore[arg-type]
+    return AdaptiveRate(clock=clock, sleep=clock.sleep, **kw)
 
 
 @pytest.mark.usefixtures("real_waits")

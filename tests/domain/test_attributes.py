@@ -102,11 +102,13 @@ def within_limits(value: Any) -> bool:
 # ------------------------------------------------------------------------ merge properties
 
 
+@pytest.mark.slow
 @given(json_values, json_values)
 def test_merge_matches_the_rfc_reference(target: Any, patch: Any) -> None:
     assert merge_patch(target, patch) == reference_merge(target, patch)
 
 
+@pytest.mark.slow
 @given(json_objects, json_objects)
 def test_merge_of_objects_matches_the_reference(target: Any, patch: Any) -> None:
     result = merge_patch(target, patch)
@@ -222,6 +224,7 @@ def test_parse_patch_reads_any_valid_object_however_formatted(value: dict[str, A
         assert parse_patch(text.encode("utf-8")) == value
 
 
+@pytest.mark.slow
 @given(json_objects, json_objects)
 def test_a_merged_result_within_the_limit_serialises_and_round_trips(
     target: dict[str, Any], patch: dict[str, Any]
@@ -317,6 +320,7 @@ def test_every_prefix_of_a_valid_object_is_refused_or_is_itself_valid(text: str)
         assert value == full
 
 
+@pytest.mark.slow
 @given(json_objects)
 def test_every_truncation_of_a_generated_object_is_refused(value: dict[str, Any]) -> None:
     assume(depth(value) <= MAX_DEPTH)
@@ -538,7 +542,8 @@ def test_serialise_refuses_what_would_not_survive(value: Any) -> None:
 
 
 def test_serialise_refuses_a_non_object() -> None:
-    for value in ([1], "text", None, 1):
+    values: tuple[Any, ...] = ([1], "text", None, 1)
+    for value in values:
         with pytest.raises(PatchError):
             serialise(value)
 

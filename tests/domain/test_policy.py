@@ -16,6 +16,7 @@ from flex_bridge.domain.policy import (
     Policy,
     PolicyError,
     RetrySettings,
+    RuleOp,
     SyncPolicy,
     choose_rule,
     parse_policy,
@@ -239,7 +240,7 @@ def test_nan_from_toml_is_refused() -> None:
 
 
 # ------------------------------------------------------------------------------ choose_rule
-def rule(name: str, match: Match | None = None, op: str = "accept") -> AssignmentRule:
+def rule(name: str, match: Match | None = None, op: RuleOp = "accept") -> AssignmentRule:
     return AssignmentRule(name=name, op=op, match=match)
 
 

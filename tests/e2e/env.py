@@ -117,7 +117,7 @@ class Env:
         return self.bridge.url + path
 
     def sign(self, url: str, params: Mapping[str, str] | None, algorithm: str | None = None) -> str:
-        return self.validator.compute_signature(url, dict(params or {}), algorithm)
+        return str(self.validator.compute_signature(url, dict(params or {}), algorithm))
 
     async def post_webhook(
         self,

@@ -425,6 +425,7 @@ async def test_malformed_existing_attributes_are_409_unless_replaced_explicitly(
 # ----------------------------------------------------------------------------- concurrency
 
 
+@pytest.mark.slow
 async def test_fifty_concurrent_patches_all_land_and_412s_were_met(open_env: OpenEnv) -> None:
     env, task, _, supervisor = await setup(open_env, {"type": "support"})
     since = await env.last_seq()

@@ -90,7 +90,7 @@ async def test_the_same_callback_delivered_twice_gives_one_rest_accept(open_env:
 
     answers = await asyncio.gather(_replay(env, reservation.sid), _replay(env, reservation.sid))
 
-    assert answers == [(200, {}), (200, {})]
+    assert list(answers) == [(200, {}), (200, {})]
     env.idle()
     assert len(await env.accepts(reservation.sid)) == 1
     assert env.journal_count() == {"settled": 1}

@@ -145,6 +145,10 @@ class Run:
     def journal(self, fn: Callable[[Any], Awaitable[Any]]) -> Any:
         return self.bridge.call(lambda svc: fn(svc.journal), timeout=30)
 
+    def latest_intent(self, reservation_sid: str) -> Intent | None:
+        latest: Intent | None = self.journal(lambda j: j.latest_for_reservation(reservation_sid))
+        return latest
+
     async def set_faults(self, name: str, rules: list[dict[str, Any]], seed: int) -> None:
         self._close_phase()
         seq = self.emu(lambda e: len(e.log.entries()) and e.log.entries()[-1]["seq"])
@@ -225,7 +229,7 @@ async def accepted(run: Run, task_sid: str, token: str) -> str:
         pending = [sid for sid, status in reservations_of(run, task_sid) if status == "pending"]
         if pending and waited > 100:  # about 5 s of statuses without progress
             sid = pending[0]
-            latest = run.journal(lambda j, sid=sid: j.latest_for_reservation(sid))
+            latest = run.latest_intent(sid)
             if latest is None or (latest.settled and latest.reservation_status == "pending"):
                 run.fallback_accepts.append(sid)
                 await run.env.plugin(sid, "accept", {"task_sid": task_sid}, token=token)

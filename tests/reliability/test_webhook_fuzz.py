@@ -1,9 +1,10 @@
 """Hypothesis on the webhook endpoints: signatures, parsers and replays.
 
 The bridge runs in-process (``create_app`` with a services factory of in-memory fakes: a
-``SqliteJournal(":memory:")``, a TaskRouter and a Sync channel that only record) behind the
-Quart test client. For generated webhooks (the TaskRouter fields plus arbitrary extra
-parameters, repeated names, any Unicode, and a callback URL that may carry its own query):
+``SqliteJournal(":memory:")``, and from ``tests.support.fakes`` a TaskRouter that takes any SID
+as a pending reservation, a Sync channel and no Flex tokens) behind the Quart test client. For
+generated webhooks (the TaskRouter fields plus arbitrary extra parameters, repeated names, any
+Unicode, and a callback URL that may carry its own query):
 
 - the correctly signed request is accepted (HMAC-SHA1, or HMAC-SHA256 when
   ``X-Twilio-Webhooks-Signature-Settings`` says so);
@@ -34,7 +35,7 @@ import json
 from collections import Counter
 from collections.abc import Awaitable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -43,17 +44,15 @@ from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
-from flex_bridge.adapters.flex_tokens import FlexIdentity
 from flex_bridge.adapters.journal import SqliteJournal
-from flex_bridge.adapters.taskrouter import Offer, ReservationView, TaskView
 from flex_bridge.app.coordinator import Coordinator
 from flex_bridge.app.events import HandlerRegistry
 from flex_bridge.app.metrics import Metrics
 from flex_bridge.app.services import Services
 from flex_bridge.domain.policy import parse_policy
-from flex_bridge.errors import AuthenticationError
 from flex_bridge.settings import Settings
 from flex_bridge.web import create_app
+from tests.support.fakes import FakeChannel, FakeTaskRouter, FakeTokens
 
 T = TypeVar("T")
 AUTH_TOKEN = "fuzzing-auth-token"
@@ -94,83 +93,14 @@ def sid(prefix: str) -> str:
     return f"{prefix}{next(_serial):032x}"
 
 
-# ----------------------------------------------------------------------------------- fakes
-class RecordingTaskRouter:
-    """TaskRouter that accepts every change and records it."""
-
-    def __init__(self) -> None:
-        self.updates: list[tuple[str, dict[str, Any]]] = []
-        self.reads = 0
-
-    async def fetch_reservation(self, task_sid: str, reservation_sid: str) -> ReservationView:
-        self.reads += 1
-        status = "accepted" if any(r == reservation_sid for r, _ in self.updates) else "pending"
-        return ReservationView(reservation_sid, task_sid, "WK" + "0" * 32, status, None)
-
-    async def update_reservation(
-        self, task_sid: str, reservation_sid: str, form: Mapping[str, Any]
-    ) -> ReservationView:
-        self.updates.append((reservation_sid, dict(form)))
-        return ReservationView(reservation_sid, task_sid, "WK" + "0" * 32, "accepted", None)
-
-    async def fetch_task(self, task_sid: str) -> TaskView:
-        self.reads += 1
-        return TaskView(task_sid, "{}", "reserved", '"1"', 0, None, None)
-
-    async def list_reservations(self, task_sid: str) -> list[ReservationView]:
-        self.reads += 1
-        return []
-
-    async def update_task(
-        self,
-        task_sid: str,
-        *,
-        if_match: str | None,
-        attributes: str | None = None,
-        priority: int | None = None,
-    ) -> TaskView:
-        self.updates.append((task_sid, {"attributes": attributes, "priority": priority}))
-        return TaskView(task_sid, attributes or "{}", "reserved", '"2"', priority or 0, None, None)
-
-    async def reservation_timeout(self, workflow_sid: str) -> int:
-        return 120
-
-    async def pending_offers(self, limit: int = 1000) -> list[Offer]:
-        return []
-
-    async def ping(self) -> None:
-        return None
-
-
-class RecordingChannel:
-    def __init__(self) -> None:
-        self.writes: list[tuple[str, dict[str, Any]]] = []
-
-    async def publish(self, worker_sid: str, key: str, data: dict[str, Any]) -> bool:
-        self.writes.append((key, data))
-        return True
-
-    async def read(self, worker_sid: str, key: str) -> dict[str, Any] | None:
-        found = [d for k, d in self.writes if k == key]
-        return found[-1] if found else None
-
-    async def ping(self) -> None:
-        return None
-
-
-class NoTokens:
-    async def validate(self, token: str) -> FlexIdentity:
-        raise AuthenticationError("no Flex tokens in this test")
-
-
 @dataclass
 class Harness:
     """The bridge app on its own event loop, with its fakes and an event recorder."""
 
     public_url: str | None
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    taskrouter: RecordingTaskRouter = field(default_factory=RecordingTaskRouter)
-    channel: RecordingChannel = field(default_factory=RecordingChannel)
+    taskrouter: FakeTaskRouter = field(default_factory=lambda: FakeTaskRouter(create_unknown=True))
+    channel: FakeChannel = field(default_factory=FakeChannel)
     events: list[dict[str, str]] = field(default_factory=list)
     tally: Counter[str] = field(default_factory=Counter)  # what was sent, for the summary
 
@@ -198,7 +128,7 @@ class Harness:
                 journal=journal,
                 taskrouter=self.taskrouter,
                 channel=self.channel,
-                tokens=NoTokens(),
+                tokens=FakeTokens(),
                 coordinator=coordinator,
                 handlers=HandlerRegistry(metrics),
                 closers=[journal.close],
@@ -253,9 +183,9 @@ class Harness:
         self.quiet()
         return (
             self.run(self.svc.journal.count()),
-            len(self.taskrouter.updates),
+            self.taskrouter.changes,
             self.taskrouter.reads,
-            len(self.channel.writes),
+            len(self.channel.publishes),
             len(self.events),
         )
 
@@ -272,7 +202,8 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
 # ------------------------------------------------------------------------------ generation
 # Any Unicode but surrogates (which cannot be sent as UTF-8).
-TEXT = st.characters(exclude_categories=("Cs",))
+SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
+TEXT = st.characters(exclude_categories=SURROGATES)
 NAMES = st.text(TEXT, min_size=1, max_size=12)
 VALUES = st.text(TEXT, max_size=40)
 # A query the callback URL may carry as configured: RFC 3986 query characters, unencoded
@@ -343,7 +274,7 @@ def webhooks(draw: st.DrawFn, path: str) -> Webhook:
             "TaskPriority": str(draw(st.integers(0, 100))),
             "ReservationSid": sid("WR"),
         }
-        fixed = ASSIGNMENT_FIELDS
+        fixed: tuple[str, ...] = ASSIGNMENT_FIELDS
     else:
         base = {
             "EventType": draw(st.sampled_from(EVENT_TYPES)),
@@ -470,7 +401,8 @@ def test_assignment_callbacks_signed_tampered_and_replayed(
     h.quiet()
     intent = h.run(h.svc.journal.latest_for_reservation(reservation))
     assert intent is not None and intent.settled and intent.outcome == "applied", intent
-    changes = [f for r, f in h.taskrouter.updates if r == reservation]
+    sent = h.taskrouter.reservations.updates
+    changes = [u.form for u in sent if u.reservation_sid == reservation]
     assert changes == [{"ReservationStatus": "accepted"}]
 
     # Replays (a webhook retry, a second delivery): the same intent, no second change.

@@ -188,8 +188,7 @@ async def start_callback_server() -> CallbackServer:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-    port = sockets[0].getsockname()[1]
+    port = runner.addresses[0][1]
     server.url = f"http://127.0.0.1:{port}"
     server.runner = runner
     return server
