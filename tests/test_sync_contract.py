@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from flex_bridge.domain.intents import ErrorInfo, Intent, channel_item
+from flex_bridge.domain.types import SOURCES
 from tests.support.intents import make_intent
 
 SCHEMA_DIR = Path(__file__).parents[1] / "sync/schema"
@@ -120,7 +121,7 @@ def test_every_unsettled_state_writes_a_valid_pending_item(state: str) -> None:
     [
         intent(op=op, source=source)
         for op in ("reject", "redirect", "conference", "dequeue", "call", "wrapup", "complete")
-        for source in ("policy", "timeout", "recovery")
+        for source in SOURCES
     ],
     ids=lambda i: f"{i.op}-{i.source}",
 )

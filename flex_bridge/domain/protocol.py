@@ -229,7 +229,7 @@ class Observation:
     """How an item shows a change TaskRouter made without an intent of ours."""
 
     op: Op
-    source: Literal["timeout", "recovery"]
+    source: Literal["taskrouter"]
     state: State
     error: ErrorInfo | None
 
@@ -238,7 +238,7 @@ def observation(status: str) -> Observation:
     ended = status in ENDED_BY_TASKROUTER
     return Observation(
         op=OBSERVED_OP[status],
-        source="timeout" if status == "timeout" else "recovery",
+        source="taskrouter",
         state="refused" if ended else "applied",
         error=ErrorInfo(None, f"reservation {status}") if ended else None,
     )

@@ -8,7 +8,7 @@ JSON: TypeAlias = dict[str, Any]
 """A JSON object as Python holds it."""
 
 Op = Literal["accept", "reject", "redirect", "conference", "dequeue", "call", "wrapup", "complete"]
-Source = Literal["policy", "plugin", "timeout", "recovery"]
+Source = Literal["policy", "plugin", "timeout", "recovery", "taskrouter"]
 ReservationStatus = Literal[
     "pending", "accepted", "rejected", "timeout", "canceled", "rescinded", "wrapping", "completed"
 ]
@@ -29,4 +29,4 @@ OPS: Final[tuple[Op, ...]] = (
     "wrapup",
     "complete",
 )
-SOURCES: Final[tuple[Source, ...]] = ("policy", "plugin", "timeout", "recovery")
+SOURCES: Final[tuple[Source, ...]] = ("policy", "plugin", "timeout", "recovery", "taskrouter")

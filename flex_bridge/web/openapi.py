@@ -9,7 +9,7 @@ from functools import cache
 
 from flex_bridge import __version__
 from flex_bridge.domain.ops import PARAM_SCHEMAS
-from flex_bridge.domain.types import JSON, OPS
+from flex_bridge.domain.types import JSON, OPS, SOURCES
 
 ERROR = {
     "type": "object",
@@ -51,7 +51,7 @@ INTENT = {
         "reservation_sid": {"type": "string"},
         "task_sid": {"type": "string"},
         "worker_sid": {"type": "string"},
-        "source": {"type": "string", "enum": ["policy", "plugin", "timeout", "recovery"]},
+        "source": {"type": "string", "enum": list(SOURCES)},
         "via": {"type": "string", "enum": ["rest", "instruction"]},
         "state": {
             "type": "string",

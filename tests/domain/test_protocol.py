@@ -639,32 +639,32 @@ def test_on_event(status: str, latest: Intent | None, action: EventAction) -> No
 # ------------------------------------------------------------------------------ observation
 OBSERVATIONS = [
     pytest.param(
-        "accepted", Observation("accept", "recovery", "applied", None), id="accepted: accept"
+        "accepted", Observation("accept", "taskrouter", "applied", None), id="accepted: accept"
     ),
     pytest.param(
-        "rejected", Observation("reject", "recovery", "applied", None), id="rejected: reject"
+        "rejected", Observation("reject", "taskrouter", "applied", None), id="rejected: reject"
     ),
     pytest.param(
-        "wrapping", Observation("wrapup", "recovery", "applied", None), id="wrapping: wrapup"
+        "wrapping", Observation("wrapup", "taskrouter", "applied", None), id="wrapping: wrapup"
     ),
     pytest.param(
         "completed",
-        Observation("complete", "recovery", "applied", None),
+        Observation("complete", "taskrouter", "applied", None),
         id="completed: complete applied",
     ),
     pytest.param(
         "timeout",
-        Observation("accept", "timeout", "refused", ErrorInfo(None, "reservation timeout")),
-        id="timeout: accept refused, from the timeout source",
+        Observation("accept", "taskrouter", "refused", ErrorInfo(None, "reservation timeout")),
+        id="timeout: accept refused, observed from TaskRouter",
     ),
     pytest.param(
         "canceled",
-        Observation("accept", "recovery", "refused", ErrorInfo(None, "reservation canceled")),
+        Observation("accept", "taskrouter", "refused", ErrorInfo(None, "reservation canceled")),
         id="canceled: accept refused",
     ),
     pytest.param(
         "rescinded",
-        Observation("accept", "recovery", "refused", ErrorInfo(None, "reservation rescinded")),
+        Observation("accept", "taskrouter", "refused", ErrorInfo(None, "reservation rescinded")),
         id="rescinded: accept refused",
     ),
 ]
