@@ -8,6 +8,7 @@ a flood of IAM calls. Tokens are cached under their SHA-256, never kept or logge
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 from flex_bridge.adapters.http import BridgeHttpClient
 from flex_bridge.errors import AuthenticationError, UpstreamError
 
+logger = logging.getLogger("flex_bridge.tokens")
 IAM_VALIDATE = "https://iam.twilio.com/v1/Accounts/{account_sid}/Tokens/validate"
 
 
@@ -82,12 +84,20 @@ class TwilioTokenValidator:
                 raise AuthenticationError(message)
             return identity
         status, body = await self.http.post_json(self.url, {"token": token}, self.auth)
-        if status != 200 or not isinstance(body, dict):
+        refused = 400 <= status < 500
+        if not refused and (status != 200 or not isinstance(body, dict)):
             raise UpstreamError(f"token validation answered HTTP {status}", status=status)
         if len(self._cache) >= self.max_entries:
             self._cache = {k: v for k, v in self._cache.items() if v[2] > now}
             while self._cache and len(self._cache) >= self.max_entries:  # live: drop the oldest
                 del self._cache[next(iter(self._cache))]
+        if refused:
+            # The request or the token is bad (429 and 5xx come as transient errors from
+            # below): the caller gets 401. Were every token refused so, our own credentials
+            # would be the likelier cause, hence the warning.
+            logger.warning("Flex token validation refused with HTTP %d", status)
+            body = {"valid": False, "message": "the Flex token was refused"}
+        assert isinstance(body, dict)
         if not body.get("valid"):
             message = str(body.get("message") or "the Flex token is not valid")
             self._cache[key] = (None, message, now + self.negative_ttl)

@@ -285,7 +285,7 @@ class Coordinator:
             await asyncio.wait_for(self._write(intent, window.retry_until), window.wait)
         except (FlexBridgeError, TimeoutError) as exc:
             self.metrics.sync_writes.labels("announce_failed").inc()
-            move = protocol.after_failed_announce(mode, str(exc))
+            move = protocol.after_failed_announce(mode)
             log_intent(
                 intent,
                 "Sync unavailable, %s (%s): %s",
@@ -377,9 +377,8 @@ class Coordinator:
             with contextlib.suppress(UpstreamError):
                 seen = await self.fetch_status(sending.intent)
                 last_look = protocol.verdict(intent.op, intent.params, seen)
-            found = protocol.verdict_when_exhausted(
-                last_look, seen, exc.code, exc.status, exc.message
-            )
+            log_intent(intent, "TaskRouter unavailable: %s", exc, level=logging.WARNING)
+            found = protocol.verdict_when_exhausted(last_look, seen, exc.code, exc.status)
         current = sending.intent
         if found.outcome == "applied":
             log_intent(current, "applied (reservation %s)", found.status)

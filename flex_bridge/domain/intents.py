@@ -10,6 +10,7 @@ The Sync item ``phase`` is ``pending`` until settled, then ``applied`` or ``fail
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
@@ -32,13 +33,32 @@ def new_intent_id(now: float | None = None) -> str:
     return f"in_{millis:012x}{os.urandom(5).hex()}"
 
 
+# What must never reach an agent: URLs and request lines (they carry account, workspace and
+# service SIDs, and say nothing an agent can act on).
+_INTERNAL = re.compile(r"(?:(?:GET|POST|PUT|DELETE) )?(?:https?://\S+|/v\d+/\S*)")
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
+    """Why an intent failed. ``code`` is Twilio's error code, or, for a failure of the
+    bridge's own, an HTTP status the ``/flex`` API answers with (or None)."""
+
     code: int | None
     message: str
 
+    @property
+    def public_code(self) -> int | None:
+        """Twilio's code (five digits), or None: an HTTP status is not shown to agents."""
+        return self.code if self.code is not None and self.code >= 10_000 else None
+
+    @property
+    def public_message(self) -> str:
+        """The message without URLs or request lines, fit to show an agent."""
+        cleaned = " ".join(_INTERNAL.sub("", self.message).split()).strip(" :;,")
+        return cleaned[:1024] or "refused"
+
     def to_json(self) -> JSON:
-        return {"code": self.code, "message": self.message}
+        return {"code": self.public_code, "message": self.public_message}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +152,7 @@ def _item_error(intent: Intent) -> JSON | None:
         return None
     if intent.error is None:
         return {"code": None, "message": "the change was refused"}
-    return {"code": intent.error.code, "message": intent.error.message[:1024] or "refused"}
+    return intent.error.to_json()
 
 
 def item_order(data: JSON | None) -> tuple[str, int]:

@@ -129,13 +129,12 @@ class Move:
         return out
 
 
-def after_failed_announce(mode: SyncMode, reason: str) -> Move:
+def after_failed_announce(mode: SyncMode) -> Move:
     """Rule 7: ``strict`` makes no change without an announcement; ``degrade`` goes ahead and
     announces late (the settle writes the item, so the channel still converges)."""
     if mode == "strict":
         return Move(
-            "refused",
-            ErrorInfo(503, f"not changed: Sync is unavailable and sync.mode is strict ({reason})"),
+            "refused", ErrorInfo(503, "not changed: Sync is unavailable and sync.mode is strict")
         )
     return Move("announced", late_announce=True)
 
@@ -186,11 +185,7 @@ def verdict_on_refusal(op: Op, fetched: Verdict | None, code: int | None, messag
 
 
 def verdict_when_exhausted(
-    last_look: Verdict | None,
-    seen: str | None,
-    code: int | None,
-    http_status: int | None,
-    message: str,
+    last_look: Verdict | None, seen: str | None, code: int | None, http_status: int | None
 ) -> Verdict:
     """Out of attempts or time: one last look decides, without sending again. When it could
     not tell, the change did not happen; when it saw the reservation (still pending, say), the
@@ -198,7 +193,8 @@ def verdict_when_exhausted(
     if last_look is not None:
         return last_look
     resolved = code or (503 if http_status is None else http_status)
-    return Verdict("refused", seen, ErrorInfo(resolved, f"TaskRouter unavailable: {message}"))
+    why = f"HTTP {http_status}" if http_status else "no answer"
+    return Verdict("refused", seen, ErrorInfo(resolved, f"TaskRouter is unavailable ({why})"))
 
 
 # ---------------------------------------------------------------------------------- events

@@ -36,4 +36,7 @@ async def identify(body: dict[str, Any] | None) -> FlexIdentity:
     except AuthenticationError as exc:
         raise ApiProblem(401, "invalid_token", str(exc)) from None
     except UpstreamError as exc:
-        raise ApiProblem(503, exc.code, f"cannot validate the token now: {exc}") from None
+        # exc names the IAM request; the caller learns only that Twilio is unavailable.
+        raise ApiProblem(
+            503, exc.code, "cannot validate the token now: Twilio is unavailable"
+        ) from None

@@ -80,11 +80,11 @@ def _answer(intent: Intent) -> Response:
     elif intent.phase == "failed":
         err = intent.error
         code = err.code if err else None
-        message = err.message if err else "the change was refused"
+        message = err.public_message if err else "the change was refused"
         if intent.reservation_status and intent.reservation_status not in message:
             message = f"{message} (reservation is {intent.reservation_status})"
         status = _failure_status(code, intent.reservation_status)
-        body["error"] = {"code": code, "message": message}
+        body["error"] = {"code": err.public_code if err else None, "message": message}
     response = jsonify(body)
     response.status_code = status
     return response

@@ -6,6 +6,7 @@ cache lifetimes are exercised without waiting.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import pytest
 
 from flex_bridge.adapters.flex_tokens import FlexIdentity, TwilioTokenValidator, _expiry
 from flex_bridge.adapters.http import BridgeHttpClient
-from flex_bridge.errors import AuthenticationError, TransientUpstreamError, UpstreamError
+from flex_bridge.errors import AuthenticationError, TransientUpstreamError
 from tests.support.emulator import Admin, RunningEmulator
 
 WK = "WK" + "00112233445566778899aabbccddeeff"
@@ -187,19 +188,26 @@ def test_is_supervisor() -> None:
     assert not FlexIdentity("x", WK, frozenset(), None).is_supervisor
 
 
-async def test_wrong_credentials_are_an_upstream_error_and_not_cached(
-    http: BridgeHttpClient, emulator: RunningEmulator, admin: Admin
+async def test_a_4xx_from_iam_is_a_refused_token_not_an_outage(
+    http: BridgeHttpClient,
+    emulator: RunningEmulator,
+    admin: Admin,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Twilio answers 4xx when the request or the token is bad: the caller gets 401 (an
+    AuthenticationError), never 503; only 5xx, 429 and timeouts mean Twilio is unavailable.
+    Here IAM refuses our credentials (401): logged as a warning, without the token."""
     token = await admin.token(WK, ["agent"])
     validator = TwilioTokenValidator(
         http, emulator.config.account_sid, (emulator.config.account_sid, "wrong")
     )
-    # Asked twice: a cached answer would have been an AuthenticationError the second time.
-    for _ in range(2):
-        with pytest.raises(UpstreamError) as caught:
-            await validator.validate(token)
-        assert not isinstance(caught.value, AuthenticationError)
-        assert caught.value.status == 401
+    with (
+        caplog.at_level(logging.WARNING, "flex_bridge.tokens"),
+        pytest.raises(AuthenticationError, match="refused"),
+    ):
+        await validator.validate(token)
+    assert any("HTTP 401" in r.getMessage() for r in caplog.records)
+    assert token not in caplog.text
 
 
 async def test_iam_outages_are_transient_and_not_cached(setup: Setup) -> None:

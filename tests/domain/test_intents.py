@@ -175,6 +175,33 @@ def test_channel_item_error_details() -> None:
     }
     empty = make(state="settled", error=ErrorInfo(40114, ""))
     assert channel_item(empty, T0)["error"] == {"code": 40114, "message": "refused"}
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        pytest.param(
+            ErrorInfo(503, "not changed: Sync is unavailable and sync.mode is strict"),
+            {"code": None, "message": "not changed: Sync is unavailable and sync.mode is strict"},
+            id="an HTTP status is the bridge's own: code null",
+        ),
+        pytest.param(
+            ErrorInfo(20404, "The requested resource /v1/Workspaces/WS1/Tasks/WT1 was not found"),
+            {"code": 20404, "message": "The requested resource was not found"},
+            id="Twilio's path is cut from its message",
+        ),
+        pytest.param(
+            ErrorInfo(None, "POST /v1/Services/IS1/Maps/m/Items: HTTP 503; see https://x.test/a"),
+            {"code": None, "message": "HTTP 503; see"},
+            id="request lines and URLs never reach the agent",
+        ),
+    ],
+)
+def test_agents_see_twilio_codes_and_no_internal_urls(
+    error: ErrorInfo, shown: dict[str, object]
+) -> None:
+    assert channel_item(make(state="refused", error=error), T0)["error"] == shown
+    assert make(state="settled", error=error).to_json()["error"] == shown
     long = make(state="settled", error=ErrorInfo(1, "y" * 2000))
     assert len(channel_item(long, T0)["error"]["message"]) == 1024
 
