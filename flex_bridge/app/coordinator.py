@@ -479,11 +479,19 @@ class Coordinator:
         return await self._move(intent, ("announced", "recorded"), state="instructed")
 
     async def announce_only(self, intent: Intent, timeout: float) -> Intent:
-        """Announce within ``timeout`` (for instructions sent in the callback reply)."""
+        """Announce within ``timeout`` (for instructions sent in the callback reply). An
+        announce that did not finish in time failed, and rule 7 decides: in strict mode no
+        announce means no change (the intent is refused, and settled as such); in degrade
+        mode the instruction goes out and the announce comes late."""
         try:
-            return await asyncio.wait_for(self._announce(intent), timeout)
+            announced = await asyncio.wait_for(self._announce(intent), timeout)
         except TimeoutError:
-            return await self._move(intent, ("recorded",), state="announced", late_announce=True)
+            move = protocol.after_failed_announce(self.policy.sync.mode)
+            log_intent(intent, "announce not done in %.1f s: %s", timeout, move.state)
+            announced = await self._move(intent, ("recorded",), **move.changes())
+        if announced.state == "refused":
+            self.start(announced.intent_id)  # settle the refusal on the channel
+        return announced
 
     async def idle(self) -> None:
         """Wait until no intent is being driven (for tests and orderly shutdown)."""

@@ -177,3 +177,36 @@ async def test_a_change_made_elsewhere_during_the_outage_reaches_the_channel(
     assert [u["applied"] for u in reservation_updates(entries, reservation.sid)] == [True]
     final = item_writes(entries, reservation.sid)[-1]["data"]
     assert final["reservation_status"] == "accepted"
+
+
+async def test_strict_with_slow_sync_answers_the_callback_with_no_instruction(
+    open_env: OpenEnv,
+) -> None:
+    """An instruction rule in strict mode, Sync slow (not failing): the announce cannot finish
+    within the callback's budget, so the reply carries no instruction. No announce, no change:
+    the reservation stays pending for the agent, and the item, once written, says failed."""
+    env = await open_env(
+        policy={
+            "assignment": {"rules": [{"name": "all", "op": "accept", "via": "instruction"}]},
+            "sync": {"mode": "strict", "announce_timeout": 0.3},
+            "recovery": {"interval": 0.2},
+        }
+    )
+    await env.admin.faults([{"product": "sync", "latency_ms": 2000, "count": 1}])
+    task, reservation = await env.create_task()
+
+    async def answered() -> Any:
+        return await env.assignment_callbacks(reservation.sid)
+
+    [callback] = await wait_until(answered)
+    assert callback["status"] == 200
+    item: Any = await wait_until(lambda: settled_item(env.admin, reservation.sid))
+    assert item["phase"] == "failed"
+    assert item["error"]["code"] is None and "strict" in item["error"]["message"]
+    assert (await env.reservation(task.sid, reservation.sid)).reservation_status == "pending"
+    entries = await env.rest()
+    assert not reservation_updates(entries, reservation.sid)
+    # Nothing on the channel ever said the accept was happening, let alone done.
+    assert [w["data"]["phase"] for w in item_writes(entries, reservation.sid)] == ["failed"]
+    latest = env.latest_for(reservation.sid)
+    assert latest.settled and latest.outcome == "failed" and latest.via == "instruction"
