@@ -16,7 +16,8 @@ nothing above the adapters catches a library's exception type.
     ├── JournalError                the journal could not be read or written (adapters.journal)
     └── UpstreamError               Twilio (or the emulator) answered badly or not at all
         ├── TransientUpstreamError  429, 5xx, refused/reset connection: safe to retry
-        │   └── RateLimitedError    429, carries retry_after
+        │   ├── RateLimitedError    429, carries retry_after
+        │   └── NotSentError        never sent: its deadline would pass before its turn
         ├── AmbiguousOutcomeError   sent, but the outcome is unknown (timeout, dropped reply)
         └── RejectedError           4xx: Twilio refused; carries Twilio's code
             ├── NotFoundError       404 / 20404
@@ -75,6 +76,10 @@ class RateLimitedError(TransientUpstreamError):
     ):
         super().__init__(message, status=status, code=code)
         self.retry_after = retry_after
+
+
+class NotSentError(TransientUpstreamError):
+    """The request was never sent: pacing would have held it past its deadline."""
 
 
 class AmbiguousOutcomeError(UpstreamError):

@@ -81,7 +81,12 @@ class HttpCrm:
         self.retries = retries
         self.headers = dict(headers or {})
         self.policy = RetryPolicy(
-            max_attempts=retries + 1, base=0.05, cap=0.5, max_rate_limited=retries + 1
+            max_attempts=retries + 1,
+            base=0.05,
+            cap=0.5,
+            max_rate_limited=retries + 1,
+            attempt_margin=timeout,
+            until_deadline=False,
         )
         self._session: aiohttp.ClientSession | None = None
 

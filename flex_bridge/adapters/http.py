@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -38,6 +39,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response
 
 from flex_bridge.adapters.pacing import Pacing
+from flex_bridge.adapters.retry import current_deadline
 from flex_bridge.errors import AmbiguousOutcomeError, RateLimitedError, TransientUpstreamError
 
 DEFAULT_TIMEOUT = 10.0
@@ -158,7 +160,9 @@ class BridgeHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
             sent_headers["Authorization"] = aiohttp.encode_basic_auth(auth[0], auth[1])
         where = f"{method} {urlsplit(url).path}"
         pace = self.pacing.pace(url) if self.pacing is not None else None
-        sent_at = await pace.acquire() if pace is not None else None
+        deadline = current_deadline()
+        within = None if deadline is None else deadline - time.time()
+        sent_at = await pace.acquire(within) if pace is not None else None
         try:
             async with self.session.request(
                 method,

@@ -2,9 +2,14 @@
 
 Twilio's per-account rate limits are not published, so the bridge learns them. Each limit
 (TaskRouter, each Sync object) gets its own pace: requests leave at most ``rate`` per second,
-evenly spaced. A 429 cuts the rate and holds every sender until the server's ``Retry-After``
-has passed; successes raise it again (``× grow`` per success while no 429 was met for
-``calm`` seconds, else ``+1/rate``, about one request per second more each second).
+evenly spaced. A 429 cuts the rate and holds every sender for the server's ``Retry-After``, but
+never longer than ``MAX_HOLD``: the request that met the 429 honours the whole Retry-After in
+its own retry (``adapters.retry``), while the others go on at the cut pace. One 429 with a long
+Retry-After therefore slows the bridge; it does not stop it (changes to other reservations
+with deadlines near would otherwise time out with TaskRouter healthy). A request never waits
+for its turn past its operation's deadline (``retry.current_deadline``): it is not sent, and
+``NotSentError`` says so. Successes raise the rate again (``× grow`` per success while no 429
+was met for ``calm`` seconds, else ``+1/rate``, about one request per second more each second).
 
 The cut is taken from what actually got through, not from the pace alone: ``decrease`` times
 the successes of the last second (when that is below the pace). A burst sent at a pace far
@@ -28,8 +33,10 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flex_bridge.adapters.retry import is_testing
+from flex_bridge.errors import NotSentError
 
 WINDOW = 1.0  # seconds over which the successes that set a cut are counted
+MAX_HOLD = 1.0  # seconds one 429's Retry-After may hold every other sender
 
 
 @dataclass
@@ -54,24 +61,35 @@ class AdaptiveRate:
         self._previous = 0
         self.throttles = 0
 
-    async def acquire(self) -> float:
+    async def acquire(self, within: float | None = None) -> float:
         """Wait for this request's turn (no wait at all under ``retry.set_testing``); returns
         the time it leaves, to hand back to ``throttled`` if the request meets a 429.
+        ``within``: seconds left before the request's deadline; ``NotSentError`` when its turn
+        would not come by then.
 
         Senders queue in order and only the first one waits for the next slot, so a cut or a
         hold applies at once to every request that has not left yet."""
         if is_testing():
             return self.clock()
-        async with self._turn:
+        give_up = None if within is None else self.clock() + within
+        try:
+            await asyncio.wait_for(self._turn.acquire(), within)
+        except TimeoutError:
+            raise NotSentError("not sent: its deadline passed while it waited in line") from None
+        try:
             while True:
                 now = self.clock()
                 if self._next <= now:
                     break
+                if give_up is not None and self._next > give_up:
+                    raise NotSentError("not sent: its turn would come after its deadline")
                 await self.sleep(self._next - now)
             # Keep the cadence when this turn came a little late; restart it after a pause.
             start = self._next if now - self._next < 1.0 / self.rate else now
             self._next = start + 1.0 / self.rate
             return now
+        finally:
+            self._turn.release()
 
     def _roll(self, now: float) -> None:
         window = int(now // WINDOW)
@@ -104,7 +122,7 @@ class AdaptiveRate:
             self._last_cut = now
         self._last_throttle = now
         if retry_after:
-            self._next = max(self._next, now + retry_after)
+            self._next = max(self._next, now + min(retry_after, MAX_HOLD))
 
     def succeeded(self) -> None:
         now = self.clock()

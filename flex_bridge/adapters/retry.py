@@ -3,10 +3,16 @@
 Only transient failures are retried (``TransientUpstreamError``: 429, 5xx on reads, refused or
 reset connections); an ambiguous write is never retried here, it is resolved by a fetch first.
 A wait honours the server's ``Retry-After`` and is otherwise exponential with full jitter.
-A retry whose wait would end past the deadline is not started.
 
-Tests call ``set_testing(True)`` to remove the waits (the attempt cap and deadline still
-apply); nothing patches ``asyncio.sleep``.
+An operation with a deadline (a change to a reservation, which stops taking changes at its
+deadline) is retried until the deadline, however many attempts that takes: a retry is not
+started unless its wait plus ``attempt_margin`` ends before the deadline. The attempt cap
+bounds only operations without a deadline. While ``retrying`` runs, its deadline is the
+context's (``current_deadline``), so the HTTP adapter's pacing never holds a request past it.
+
+Tests call ``set_testing(True)`` to remove the waits; the attempt cap then bounds every
+operation, deadline or not, so that no test spins until a deadline with no wait between
+attempts. Nothing patches ``asyncio.sleep``.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -37,16 +44,29 @@ def is_testing() -> bool:
     return _testing
 
 
+_deadline: ContextVar[float | None] = ContextVar("flex_bridge_deadline", default=None)
+
+
+def current_deadline() -> float | None:
+    """The deadline (wall-clock seconds) of the operation being retried here, if any."""
+    return _deadline.get()
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """``max_attempts`` bounds tries that failed for any reason but a 429; 429s ("not
-    processed") have their own, larger bound, ``max_rate_limited``: under a rate limit the
-    deadline, not a small count, is what should stop a change that is safe to retry."""
+    """For operations without a deadline: ``max_attempts`` bounds tries that failed for any
+    reason but a 429; 429s ("not processed") have their own, larger bound,
+    ``max_rate_limited``. An operation with a deadline is bounded by it alone (but in testing
+    mode, see the module docstring)."""
 
     max_attempts: int = 5
     base: float = 0.2
     cap: float = 5.0
     max_rate_limited: int = 50
+    attempt_margin: float = 1.0  # seconds an attempt needs before the deadline to be started
+    # True: an operation with a deadline is retried until it, the attempt caps aside (changes
+    # to reservations). False: the deadline is only an overall bound beside the caps.
+    until_deadline: bool = True
 
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**(attempt-1))]."""
@@ -88,11 +108,14 @@ class _Schedule:
 
     def stop(self, state: RetryCallState) -> bool:
         wait = self._decide(state)
+        if self.deadline is not None:
+            if self.clock() + wait + self.policy.attempt_margin >= self.deadline:
+                return True  # the next attempt would not finish before the deadline
+            if self.policy.until_deadline and not _testing:
+                return False  # until the deadline, however many attempts it takes
         if state.attempt_number - self.rate_limited >= self.policy.max_attempts:
             return True
-        if self.rate_limited >= self.policy.max_rate_limited:
-            return True
-        return self.deadline is not None and self.clock() + wait >= self.deadline
+        return self.rate_limited >= self.policy.max_rate_limited
 
     def wait(self, state: RetryCallState) -> float:
         return self._decide(state)
@@ -112,6 +135,24 @@ async def retrying(
     The last error is re-raised as it is when the policy stops. ``on_retry(error, wait)`` is
     called before each wait; ``sleep`` is the seam that waits (``asyncio.sleep``).
     """
+    outer = _deadline.get()
+    if deadline is not None and (outer is None or deadline < outer):
+        token = _deadline.set(deadline)
+        try:
+            return await _retrying(attempt, policy, deadline, clock, on_retry, sleep)
+        finally:
+            _deadline.reset(token)
+    return await _retrying(attempt, policy, deadline, clock, on_retry, sleep)
+
+
+async def _retrying(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    deadline: float | None,
+    clock: Callable[[], float],
+    on_retry: Callable[[BaseException, float], None] | None,
+    sleep: Callable[[float], Awaitable[None]],
+) -> T:
     # The first attempt runs bare: nearly every call succeeds first time, and building the
     # retry machinery for it costs CPU and leaves reference cycles for the garbage collector
     # (its pauses showed up in the bench's latency tail). Only a transient failure goes on to

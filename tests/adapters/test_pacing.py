@@ -6,8 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from flex_bridge.adapters.pacing import SYNC_RATE, AdaptiveRate, Pacing
+from flex_bridge.adapters.pacing import MAX_HOLD, SYNC_RATE, AdaptiveRate, Pacing
 from flex_bridge.adapters.retry import set_testing
+from flex_bridge.errors import NotSentError
 
 
 class Clock:
@@ -48,12 +49,35 @@ async def test_requests_leave_evenly_spaced_at_the_rate() -> None:
 async def test_a_429_cuts_the_rate_once_per_burst_and_holds_everyone() -> None:
     clock = Clock()
     p = pace(clock, rate=10.0, decrease=0.5)
-    p.throttled(2.0)
-    p.throttled(2.0)  # the same burst: no second cut
+    p.throttled(0.5)
+    p.throttled(0.5)  # the same burst: no second cut
     assert p.rate == 5.0
     assert p.throttles == 2
     await p.acquire()
-    assert clock.now == pytest.approx(102.0)  # held for Retry-After
+    assert clock.now == pytest.approx(100.5)  # held for Retry-After
+
+
+@pytest.mark.usefixtures("real_waits")
+async def test_a_long_retry_after_holds_the_others_only_briefly() -> None:
+    """One 429 with Retry-After: 60 must not stall every other change for a minute: the
+    request that met it waits the minute in its own retry; the others go on at the cut pace
+    after at most MAX_HOLD."""
+    clock = Clock()
+    p = pace(clock, rate=10.0, decrease=0.5)
+    p.throttled(60.0)
+    await p.acquire()
+    assert clock.now == pytest.approx(100.0 + MAX_HOLD)
+
+
+@pytest.mark.usefixtures("real_waits")
+async def test_a_request_whose_turn_would_come_after_its_deadline_is_not_sent() -> None:
+    clock = Clock()
+    p = pace(clock, rate=10.0)
+    p.throttled(1.0)  # everyone held until 101.0
+    with pytest.raises(NotSentError):
+        await p.acquire(within=0.5)
+    assert clock.sleeps == []  # it did not wait for a turn it could not use
+    assert await p.acquire(within=2.0) == pytest.approx(101.0)
 
 
 def test_the_rate_climbs_back_slowly_after_a_429_then_fast_when_calm() -> None:
@@ -138,8 +162,8 @@ async def test_a_sender_waiting_for_its_slot_follows_a_hold_that_comes_meanwhile
     async def sleep_then_429(seconds: float) -> None:
         await clock.sleep(seconds)
         if len(clock.sleeps) == 1:
-            p.throttled(2.0)  # another request's 429 arrives while this one waits
+            p.throttled(0.5)  # another request's 429 arrives while this one waits
 
     p.sleep = sleep_then_429
     left = await p.acquire()
-    assert left == pytest.approx(100.1 + 2.0)  # after the hold, not at its old slot
+    assert left == pytest.approx(100.1 + 0.5)  # after the hold, not at its old slot

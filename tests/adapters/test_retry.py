@@ -10,7 +10,13 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
-from flex_bridge.adapters.retry import RetryPolicy, is_testing, retrying, set_testing
+from flex_bridge.adapters.retry import (
+    RetryPolicy,
+    current_deadline,
+    is_testing,
+    retrying,
+    set_testing,
+)
 from flex_bridge.errors import (
     AmbiguousOutcomeError,
     ConflictError,
@@ -270,11 +276,64 @@ async def test_retries_go_on_while_they_fit_before_the_deadline() -> None:
     attempt = Script(limited(2.0), limited(2.0), limited(2.0), limited(2.0))
     with pytest.raises(RateLimitedError):
         await run(
-            attempt, RetryPolicy(max_attempts=10), deadline=1005.0, clock=clock, sleeps=sleeps
+            attempt,
+            RetryPolicy(max_attempts=10, attempt_margin=0.0),
+            deadline=1005.0,
+            clock=clock,
+            sleeps=sleeps,
         )
     # 1000 -> wait 2 -> 1002 -> wait 2 -> 1004 -> a wait of 2 would end at 1006: stop.
     assert sleeps.waits == [2.0, 2.0]
     assert attempt.calls == 3
+
+
+@pytest.mark.usefixtures("real_waits")
+async def test_an_op_with_a_deadline_is_retried_until_it_not_until_the_attempt_cap() -> None:
+    """A 40 s outage must not make the bridge give up a change whose reservation still has
+    time: the attempt cap bounds only operations without a deadline."""
+    clock = FakeClock(1000.0)
+    sleeps = Sleeps(clock)
+    attempt = Script(*(transient() for _ in range(12)))
+    policy = RetryPolicy(max_attempts=2, base=1.0, cap=4.0)
+    assert await run(attempt, policy, deadline=1120.0, clock=clock, sleeps=sleeps) == "ok"
+    assert attempt.calls == 13
+    assert clock.now < 1120.0 - policy.attempt_margin
+
+
+@pytest.mark.usefixtures("real_waits")
+async def test_no_attempt_starts_without_its_margin_before_the_deadline() -> None:
+    clock = FakeClock(1000.0)
+    sleeps = Sleeps(clock)
+    attempt = Script(limited(2.0), limited(2.0))
+    with pytest.raises(RateLimitedError):
+        await run(
+            attempt, RetryPolicy(attempt_margin=1.5), deadline=1003.0, clock=clock, sleeps=sleeps
+        )
+    # 1000 + a wait of 2 + a margin of 1.5 ends past 1003: the retry is not started.
+    assert sleeps.waits == []
+    assert attempt.calls == 1
+
+
+async def test_testing_mode_caps_attempts_even_with_a_deadline() -> None:
+    attempt = Script(*(transient() for _ in range(5)))
+    with pytest.raises(TransientUpstreamError):
+        await run(attempt, RetryPolicy(max_attempts=3), deadline=1e12)
+    assert attempt.calls == 3
+
+
+async def test_the_deadline_is_the_contexts_while_retrying() -> None:
+    seen: list[float | None] = []
+
+    async def attempt() -> str:
+        seen.append(current_deadline())
+        if len(seen) == 1:
+            raise transient()
+        return "ok"
+
+    assert current_deadline() is None
+    assert await run(attempt, RetryPolicy(), deadline=5000.0) == "ok"
+    assert seen == [5000.0, 5000.0]
+    assert current_deadline() is None
 
 
 async def test_a_passed_deadline_stops_retries_even_in_testing_mode() -> None:
