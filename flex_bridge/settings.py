@@ -49,6 +49,27 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+DEFAULT_CORS_ORIGINS = ("https://flex.twilio.com",)
+
+
+def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated origins (``scheme://host[:port]``), each exactly as a browser sends it."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return DEFAULT_CORS_ORIGINS
+    origins = []
+    for value in (v.strip() for v in raw.split(",")):
+        parts = urlsplit(value)
+        exact = parts.scheme in ("http", "https") and parts.netloc and not parts.path
+        if not exact or parts.query or parts.fragment or "*" in value:
+            raise ConfigError(
+                f"{name} must list origins such as https://flex.twilio.com (scheme and host, "
+                f"no path, no wildcard), separated by commas; got {value!r}"
+            )
+        origins.append(value)
+    return tuple(origins)
+
+
 def load_policy(path: str | None) -> Policy:
     if not path:
         return Policy()
@@ -81,6 +102,7 @@ class Settings:
     policy: Policy = field(default_factory=Policy)
     policy_path: str | None = None
     http_timeout: float = 10.0
+    cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
 
     @property
     def rest_auth(self) -> tuple[str, str]:
@@ -115,4 +137,5 @@ class Settings:
             policy=load_policy(policy_path),
             policy_path=policy_path,
             http_timeout=_float(env, "FLEX_BRIDGE_HTTP_TIMEOUT", 10.0),
+            cors_origins=_origins(env, "FLEX_BRIDGE_CORS_ORIGINS"),
         )

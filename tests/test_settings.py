@@ -165,6 +165,39 @@ def test_malformed_http_timeout(value: str) -> None:
         Settings.from_env(env(FLEX_BRIDGE_HTTP_TIMEOUT=value))
 
 
+# ------------------------------------------------------------------------------ CORS
+@pytest.mark.parametrize(
+    ("value", "origins"),
+    [
+        (None, ("https://flex.twilio.com",)),
+        ("", ("https://flex.twilio.com",)),
+        ("https://flex.example.com", ("https://flex.example.com",)),
+        (
+            " https://a.example , http://localhost:3000",
+            ("https://a.example", "http://localhost:3000"),
+        ),
+    ],
+)
+def test_cors_origins(value: str | None, origins: tuple[str, ...]) -> None:
+    assert Settings.from_env(env(FLEX_BRIDGE_CORS_ORIGINS=value)).cors_origins == origins
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "*",
+        "flex.twilio.com",
+        "https://flex.twilio.com/",
+        "https://a.example/path",
+        "ftp://a.b",
+        ",",
+    ],
+)
+def test_malformed_cors_origins(value: str) -> None:
+    with pytest.raises(ConfigError, match="FLEX_BRIDGE_CORS_ORIGINS"):
+        Settings.from_env(env(FLEX_BRIDGE_CORS_ORIGINS=value))
+
+
 # ------------------------------------------------------------------------------ journal
 @pytest.mark.parametrize(
     ("value", "journal"),

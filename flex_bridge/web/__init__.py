@@ -9,7 +9,7 @@ from flex_bridge.app.events import register_builtin_handlers
 from flex_bridge.app.metrics import Metrics
 from flex_bridge.app.services import Services, ServicesFactory, open_services
 from flex_bridge.settings import Settings
-from flex_bridge.web import errors
+from flex_bridge.web import cors, errors
 
 
 def create_app(settings: Settings, *, services: ServicesFactory | None = None) -> Quart:
@@ -18,6 +18,7 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
     app = Quart("flex_bridge")
     app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
     app.config["settings"] = settings
+    cors.configure(app, settings.cors_origins)
     metrics = Metrics()
     factory = services or open_services
 

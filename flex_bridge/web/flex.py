@@ -17,10 +17,11 @@ from flex_bridge.domain.protocol import CONFLICT_CODES
 from flex_bridge.domain.types import OPS
 from flex_bridge.web.auth import identify
 from flex_bridge.web.context import services
+from flex_bridge.web.cors import allow_plugins
 from flex_bridge.web.errors import ApiProblem
 from flex_bridge.web.openapi import openapi_document
 
-bp = Blueprint("flex", __name__)
+bp = allow_plugins(Blueprint("flex", __name__))
 
 
 RESERVATION_RE = re.compile(r"^WR[0-9a-fA-F]{32}$")

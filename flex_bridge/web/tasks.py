@@ -11,9 +11,10 @@ from flex_bridge.app import actions
 from flex_bridge.domain.attributes import parse_patch
 from flex_bridge.web.auth import identify
 from flex_bridge.web.context import services
+from flex_bridge.web.cors import allow_plugins
 from flex_bridge.web.errors import ApiProblem
 
-bp = Blueprint("tasks", __name__)
+bp = allow_plugins(Blueprint("tasks", __name__))
 
 TASK_RE = re.compile(r"WT[0-9a-fA-F]{32}")
 CONTENT_TYPES = ("application/merge-patch+json", "application/json")
