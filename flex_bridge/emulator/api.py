@@ -73,6 +73,30 @@ class Reply:
 
 
 Handler = Callable[[Call], Reply]
+Route = tuple[str, str, Handler]
+
+
+def crud(
+    path: str,
+    listing: Handler | None = None,
+    create: Handler | None = None,
+    fetch: Handler | None = None,
+    update: Handler | None = None,
+    delete: Handler | None = None,
+    *,
+    member: str = "{Sid}",
+) -> list[Route]:
+    """The routes of one REST collection: list and create at ``path``; fetch, update and
+    delete at ``path/member``. An operation given no handler (None) is not served."""
+    one = f"{path}/{member}"
+    routes = [
+        ("GET", path, listing),
+        ("POST", path, create),
+        ("GET", one, fetch),
+        ("POST", one, update),
+        ("DELETE", one, delete),
+    ]
+    return [(method, template, handler) for method, template, handler in routes if handler]
 
 
 def _coerce(name: str, schema: JSON, raw: str) -> Any:
@@ -158,12 +182,9 @@ class Router:
         self.spec.operation(method, template)  # KeyError: not a documented operation
         self.handlers[(method, template)] = handler
 
-    def route(self, method: str, template: str) -> Callable[[Handler], Handler]:
-        def register(handler: Handler) -> Handler:
+    def add_all(self, routes: Iterable[Route]) -> None:
+        for method, template, handler in routes:
             self.add(method, template, handler)
-            return handler
-
-        return register
 
     def resolve(self, method: str, path: str) -> tuple[Operation, dict[str, str], Handler]:
         op, params, exists = self.spec.match(method, path)

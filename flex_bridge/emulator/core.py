@@ -13,11 +13,14 @@ from flex_bridge.emulator.faults import Faults
 from flex_bridge.emulator.feed import Feed
 from flex_bridge.emulator.iam import TokenStore
 from flex_bridge.emulator.log import RequestLog
+from flex_bridge.emulator.runtime import Runtime
 from flex_bridge.emulator.spec import load_spec
-from flex_bridge.emulator.sync import SyncStore
-from flex_bridge.emulator.sync_api import register_sync_routes
-from flex_bridge.emulator.taskrouter import ASSIGNMENT_TIMEOUT, TaskRouter
-from flex_bridge.emulator.taskrouter_api import Renderer, register_taskrouter_routes
+from flex_bridge.emulator.sync import SyncStore, register_sync_routes
+from flex_bridge.emulator.taskrouter import (
+    ASSIGNMENT_TIMEOUT,
+    TaskRouter,
+    register_taskrouter_routes,
+)
 from flex_bridge.emulator.webhooks import WebhookSender
 
 DEFAULT_ACCOUNT_SID = "ACf1eb0000000000000000000000000001"
@@ -52,21 +55,12 @@ class Emulator:
             event_attempts=self.config.event_attempts,
             retry_base=self.config.event_retry_base,
         )
-        self.taskrouter = TaskRouter(
-            self.config.account_sid,
-            self.clock,
-            self.scheduler,
-            self.feed,
-            self.log,
-            self.sender,
-            assignment_timeout=self.config.assignment_timeout,
+        rt = self.runtime = Runtime(
+            self.config.account_sid, self.clock, self.scheduler, self.feed, self.log, self.sender
         )
+        self.taskrouter = TaskRouter(rt, assignment_timeout=self.config.assignment_timeout)
         self.sync = SyncStore(
-            self.config.account_sid,
-            self.clock,
-            self.scheduler,
-            self.feed,
-            rate_limit=self.config.sync_rate_limit,
+            rt.account_sid, rt.clock, rt.scheduler, rt.feed, rate_limit=self.config.sync_rate_limit
         )
         self.tokens = TokenStore(self.clock)
         self.routers = {
@@ -97,30 +91,10 @@ class Emulator:
         await self.sender.close()
 
     def dump(self) -> dict[str, Any]:
-        renderer = Renderer(self.taskrouter)
-        workspaces = []
-        for ws in self.taskrouter.workspaces.values():
-            workspaces.append(
-                {
-                    **renderer.workspace(ws),
-                    "activities": [renderer.activity(ws, a) for a in ws.activities.values()],
-                    "task_queues": [renderer.task_queue(ws, q) for q in ws.task_queues.values()],
-                    "workflows": [renderer.workflow(ws, w) for w in ws.workflows.values()],
-                    "workers": [renderer.worker(ws, w) for w in ws.workers.values()],
-                    "tasks": [renderer.task(ws, t) for t in ws.tasks.values()],
-                    "reservations": [
-                        {
-                            **renderer.reservation(ws, r, under_worker=False),
-                            "instructions": r.instructions,
-                        }
-                        for r in ws.reservations.values()
-                    ],
-                }
-            )
         return {
             "account_sid": self.config.account_sid,
             "clock": {"now": self.clock.now(), "offset": self.clock.offset},
-            "taskrouter": {"workspaces": workspaces},
+            "taskrouter": {"workspaces": self.taskrouter.dump()},
             "sync": self.sync.dump(),
             "tokens": self.tokens.count(),
             "faults": self.faults.describe(),

@@ -640,4 +640,7 @@ async def test_nothing_is_sent_once_the_sender_is_closed(
     assert [e["webhook"] for e in offers] == ["assignment", "assignment_fallback"]
     assert offers[0]["status"] is None
     assert offers[1]["error"] == "not sent: the emulator is shutting down"
-    assert running.call(lambda emu: emu.sender._session.closed) is True
+    closed = running.call(
+        lambda emu: emu.sender._session is not None and emu.sender._session.closed
+    )
+    assert closed is True

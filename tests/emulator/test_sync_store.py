@@ -16,7 +16,7 @@ from flex_bridge.emulator.clock import Clock, Scheduler, iso
 from flex_bridge.emulator.feed import Feed
 from flex_bridge.emulator.spec import Operation, Spec, load_spec
 from flex_bridge.emulator.sync import MAX_TTL, SyncStore
-from flex_bridge.emulator.sync_api import register_sync_routes
+from flex_bridge.emulator.sync.routes import register_sync_routes
 
 ACCOUNT_SID = "AC" + "a" * 32
 EPOCH = 1_700_000_000.0

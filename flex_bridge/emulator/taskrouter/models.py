@@ -1,14 +1,17 @@
-"""TaskRouter's resources as the emulator keeps them in memory."""
+"""TaskRouter's resources as the emulator keeps them in memory, and how a workspace finds them."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from flex_bridge.emulator.api import not_found
 from flex_bridge.emulator.clock import Timer
 from flex_bridge.emulator.expressions import Expression, WorkflowConfiguration
+
+T = TypeVar("T")
 
 RESERVATION_ACTIVE = frozenset({"pending", "accepted", "wrapping"})
 TASK_OPEN = frozenset({"pending", "reserved", "assigned", "wrapping"})
@@ -27,6 +30,13 @@ def parse_attributes(text: str | None) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def truthy(value: Any) -> bool:
+    """A form or callback flag: ``true`` in any case, or any truthy non-string value."""
+    if isinstance(value, str):
+        return value.lower() == "true"
+    return bool(value)
 
 
 @dataclass(slots=True)
@@ -169,3 +179,55 @@ class Workspace:
     # Indexes kept by the engine so matching does not scan every task and reservation.
     pending_tasks: set[str] = field(default_factory=set)
     worker_active: dict[str, set[str]] = field(default_factory=dict)
+
+    # Finding what the workspace holds, or refusing with TaskRouter's 404 -------------------
+    def activity(self, sid: str) -> Activity:
+        return _find(self.activities, sid, "Activity")
+
+    def task_queue(self, sid: str) -> TaskQueue:
+        return _find(self.task_queues, sid, "TaskQueue")
+
+    def workflow(self, sid: str) -> Workflow:
+        return _find(self.workflows, sid, "Workflow")
+
+    def worker(self, sid: str) -> Worker:
+        return _find(self.workers, sid, "Worker")
+
+    def task(self, sid: str) -> Task:
+        return _find(self.tasks, sid, "Task")
+
+    def task_channel(self, sid_or_name: str) -> TaskChannel:
+        """A task channel by SID or by unique name (``voice``, ``chat``, ...)."""
+        channel = self.task_channels.get(sid_or_name)
+        if channel is None:
+            for candidate in self.task_channels.values():
+                if candidate.unique_name == sid_or_name:
+                    return candidate
+            raise not_found("TaskChannel", sid_or_name)
+        return channel
+
+    def reservation(
+        self, sid: str, *, task_sid: str | None = None, worker_sid: str | None = None
+    ) -> Reservation:
+        """A reservation, which must belong to ``task_sid`` or ``worker_sid`` when given."""
+        res = self.reservations.get(sid)
+        if (
+            res is None
+            or (task_sid is not None and res.task_sid != task_sid)
+            or (worker_sid is not None and res.worker_sid != worker_sid)
+        ):
+            raise not_found("Reservation", sid)
+        return res
+
+    def event(self, sid: str) -> Event:
+        for e in self.events:
+            if e.sid == sid:
+                return e
+        raise not_found("Event", sid)
+
+
+def _find(table: dict[str, T], sid: str, what: str) -> T:
+    item = table.get(sid)
+    if item is None:
+        raise not_found(what, sid)
+    return item

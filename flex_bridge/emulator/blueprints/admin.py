@@ -1,0 +1,143 @@
+"""The admin API under ``/_emulator/``: health, state, clock, faults, log, tokens, settings.
+
+Unauthenticated (bind the emulator to loopback); docs/emulator.md describes each endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response, request
+
+from flex_bridge.emulator.blueprints.responses import bad_request, json_body, json_response
+from flex_bridge.emulator.core import Emulator
+from flex_bridge.emulator.faults import FaultSpecError, parse_rule
+
+# The clock moves by at most a century per call: far beyond any timer the emulator sets, and
+# far from the end of the representable date range (year 9999), where every date breaks.
+MAX_ADVANCE = 100 * 366 * 86_400
+SETTINGS = frozenset({"sync_rate_limit", "assignment_timeout"})
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def admin_blueprint(emu: Emulator) -> Blueprint:
+    blueprint = Blueprint("admin", __name__, url_prefix="/_emulator")
+
+    @blueprint.get("/health")
+    async def health() -> Response:
+        return json_response({"ok": True, "account_sid": emu.config.account_sid})
+
+    @blueprint.get("/state")
+    async def state() -> Response:
+        return json_response(emu.dump())
+
+    @blueprint.get("/clock")
+    async def clock() -> Response:
+        return json_response({"now": emu.clock.now(), "offset": emu.clock.offset})
+
+    @blueprint.post("/clock/advance")
+    async def advance() -> Response:
+        body = await json_body()
+        seconds = body.get("seconds") if isinstance(body, dict) else None
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            return bad_request('The body must be {"seconds": <a non-negative number>}')
+        if seconds > MAX_ADVANCE:
+            return bad_request(f"seconds must be at most {MAX_ADVANCE} (a century) per call")
+        fired = emu.scheduler.advance(float(seconds))
+        return json_response({"now": emu.clock.now(), "offset": emu.clock.offset, "fired": fired})
+
+    @blueprint.get("/faults")
+    async def get_faults() -> Response:
+        return json_response(emu.faults.describe())
+
+    @blueprint.post("/faults")
+    async def set_faults() -> Response:
+        body = await json_body()
+        if not isinstance(body, dict) or not isinstance(body.get("rules"), list):
+            return bad_request('The body must be {"rules": [...], "seed": <int, optional>}')
+        seed = body.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            return bad_request("seed must be an integer")
+        try:
+            rules = [parse_rule(raw) for raw in body["rules"]]
+        except FaultSpecError as exc:
+            return bad_request(str(exc))
+        emu.faults.configure(rules, seed)
+        return json_response(emu.faults.describe())
+
+    @blueprint.delete("/faults")
+    async def clear_faults() -> Response:
+        emu.faults.clear()
+        return json_response(emu.faults.describe())
+
+    @blueprint.get("/log")
+    async def get_log() -> Response:
+        try:
+            since = int(request.args.get("since", "0"))
+        except ValueError:
+            return bad_request("since must be an integer sequence number")
+        kind = request.args.get("kind")
+        return json_response({"entries": emu.log.entries(since, kind)})
+
+    @blueprint.delete("/log")
+    async def clear_log() -> Response:
+        emu.log.clear()
+        return json_response(None, 204)
+
+    @blueprint.post("/tokens")
+    async def issue_token() -> Response:
+        body = await json_body()
+        if not isinstance(body, dict):
+            return bad_request("The body must be a JSON object")
+        roles = body.get("roles", ["agent"])
+        worker_sid = body.get("worker_sid")
+        identity = body.get("identity") or worker_sid or "flex-user"
+        ttl = body.get("ttl", 3600)
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            return bad_request("roles must be a list of strings")
+        if worker_sid is not None and not isinstance(worker_sid, str):
+            return bad_request("worker_sid must be a string")
+        if not _number(ttl):
+            return bad_request("ttl must be a number of seconds")
+        try:
+            issued = emu.tokens.issue(
+                identity=str(identity), worker_sid=worker_sid, roles=roles, ttl=float(ttl)
+            )
+        except ValueError as exc:
+            return bad_request(str(exc))
+        return json_response(issued.describe(), 201)
+
+    def settings_view() -> dict[str, Any]:
+        return {
+            "sync_rate_limit": emu.sync.rate_limit,
+            "assignment_timeout": emu.taskrouter.assignment_timeout,
+        }
+
+    @blueprint.get("/settings")
+    async def get_settings() -> Response:
+        return json_response(settings_view())
+
+    @blueprint.post("/settings")
+    async def set_settings() -> Response:
+        body = await json_body()
+        if not isinstance(body, dict):
+            return bad_request("The body must be a JSON object")
+        unknown = set(body) - SETTINGS
+        if unknown:
+            return bad_request(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        if "sync_rate_limit" in body and not isinstance(body["sync_rate_limit"], bool):
+            return bad_request("sync_rate_limit must be true or false")
+        if "assignment_timeout" in body:
+            value = body["assignment_timeout"]
+            if not _number(value) or value <= 0:
+                return bad_request("assignment_timeout must be a positive number of seconds")
+        if "sync_rate_limit" in body:
+            emu.sync.rate_limit = body["sync_rate_limit"]
+        if "assignment_timeout" in body:
+            emu.taskrouter.assignment_timeout = float(body["assignment_timeout"])
+        return json_response(settings_view())
+
+    return blueprint
