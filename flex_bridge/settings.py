@@ -70,6 +70,15 @@ def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def _secrets(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Shared-key secrets, comma-separated (two while a key is rotated)."""
+    raw = env.get(name, "").strip()
+    secrets = tuple(s.strip() for s in raw.split(",")) if raw else ()
+    if any(not s for s in secrets):
+        raise ConfigError(f"{name} must be one secret or several separated by commas")
+    return secrets
+
+
 def load_policy(path: str | None) -> Policy:
     if not path:
         return Policy()
@@ -103,6 +112,7 @@ class Settings:
     policy_path: str | None = None
     http_timeout: float = 10.0
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
+    webhook_secrets: tuple[str, ...] = ()
 
     @property
     def rest_auth(self) -> tuple[str, str]:
@@ -138,4 +148,5 @@ class Settings:
             policy_path=policy_path,
             http_timeout=_float(env, "FLEX_BRIDGE_HTTP_TIMEOUT", 10.0),
             cors_origins=_origins(env, "FLEX_BRIDGE_CORS_ORIGINS"),
+            webhook_secrets=_secrets(env, "FLEX_BRIDGE_WEBHOOK_SECRET"),
         )

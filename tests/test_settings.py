@@ -198,6 +198,20 @@ def test_malformed_cors_origins(value: str) -> None:
         Settings.from_env(env(FLEX_BRIDGE_CORS_ORIGINS=value))
 
 
+@pytest.mark.parametrize(
+    ("value", "secrets"),
+    [(None, ()), ("", ()), ("k1", ("k1",)), (" k1 , k2 ", ("k1", "k2"))],
+)
+def test_webhook_secrets(value: str | None, secrets: tuple[str, ...]) -> None:
+    assert Settings.from_env(env(FLEX_BRIDGE_WEBHOOK_SECRET=value)).webhook_secrets == secrets
+
+
+@pytest.mark.parametrize("value", [",", "k1,", " , k2"])
+def test_malformed_webhook_secrets(value: str) -> None:
+    with pytest.raises(ConfigError, match="FLEX_BRIDGE_WEBHOOK_SECRET"):
+        Settings.from_env(env(FLEX_BRIDGE_WEBHOOK_SECRET=value))
+
+
 # ------------------------------------------------------------------------------ journal
 @pytest.mark.parametrize(
     ("value", "journal"),

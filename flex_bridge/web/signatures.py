@@ -3,13 +3,20 @@
 Behind a proxy the service sees another URL than Twilio signed, so ``FLEX_BRIDGE_PUBLIC_URL``
 (when set) replaces scheme, host and port; the path and query are the request's own.
 Form bodies are signed over their sorted parameters; JSON bodies carry ``bodySHA256`` in the
-query and only the URL is signed; ``X-Twilio-Webhooks-Signature-Settings`` may switch the
-algorithm to HMAC-SHA256. ``twilio.request_validator`` does the cryptography.
+query and only the URL is signed. ``twilio.request_validator`` does the cryptography.
+
+Which secret: without ``X-Twilio-Webhooks-Signature-Settings`` Twilio signed with the auth
+token (HMAC-SHA1). With it, a Webhook Rule matched the URL and Twilio signed with that
+Setting's shared key (``FLEX_BRIDGE_WEBHOOK_SECRET``; several, comma-separated, while a key is
+rotated) and the header's algorithm (HMAC-SHA256): only those secrets are tried then, never
+the auth token. (Twilio docs: "Sign webhooks with shared keys".)
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from typing import Any
 
 from quart import Request
 from twilio.request_validator import RequestValidator, get_signature_algorithm
@@ -28,18 +35,42 @@ def signed_url(request: Request, public_url: str | None) -> str:
     return base + request.path + (f"?{query}" if query else "")
 
 
+SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
+
+
+@dataclass(frozen=True, slots=True)
+class Signers:
+    """The secrets a webhook may be signed with: the auth token, and any shared keys."""
+
+    auth_token: RequestValidator
+    shared_keys: tuple[RequestValidator, ...] = ()
+
+    @classmethod
+    def of(cls, auth_token: str, shared_secrets: tuple[str, ...]) -> Signers:
+        return cls(RequestValidator(auth_token), tuple(map(RequestValidator, shared_secrets)))
+
+    def for_request(self, settings: str | None) -> tuple[RequestValidator, ...]:
+        return self.shared_keys if settings else (self.auth_token,)
+
+
 async def verify(
-    request: Request, validator: RequestValidator, public_url: str | None
+    request: Request, signers: Signers, public_url: str | None
 ) -> MultiDict[str, str] | None:
     """The form parameters when the signature is valid, else None."""
     signature = request.headers.get("X-Twilio-Signature")
     if not signature:
         return None
-    algorithm = get_signature_algorithm(request.headers.get("X-Twilio-Webhooks-Signature-Settings"))
+    settings = request.headers.get(SETTINGS_HEADER)
+    algorithm = get_signature_algorithm(settings)
+    validators = signers.for_request(settings)
+
+    def valid(signed: Any) -> bool:
+        return any(v.validate(url, signed, signature, algorithm) for v in validators)
+
     url = signed_url(request, public_url)
     if "bodySHA256" in request.args:
         body = (await request.get_data(as_text=True)) or ""
-        if not validator.validate(url, body, signature, algorithm):
+        if not valid(body):
             return None
         try:
             parsed = json.loads(body) if body else {}
@@ -49,6 +80,6 @@ async def verify(
             return MultiDict()
         return MultiDict({k: v if isinstance(v, str) else json.dumps(v) for k, v in parsed.items()})
     form = await request.form
-    if not validator.validate(url, form, signature, algorithm):
+    if not valid(form):
         return None
     return MultiDict(form)

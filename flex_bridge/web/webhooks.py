@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
-from twilio.request_validator import RequestValidator
 
 from flex_bridge.app.assignment import OfferFacts, answer_callback
 from flex_bridge.app.events import receive_event
@@ -17,7 +16,7 @@ from flex_bridge.domain.protocol import INSTRUCTION_GRACE
 from flex_bridge.errors import FlexBridgeError
 from flex_bridge.web.context import services
 from flex_bridge.web.errors import error
-from flex_bridge.web.signatures import verify
+from flex_bridge.web.signatures import Signers, verify
 
 logger = logging.getLogger("flex_bridge.web.webhooks")
 bp = Blueprint("webhooks", __name__)
@@ -31,8 +30,8 @@ assert REPLY_BUDGET < INSTRUCTION_GRACE
 
 async def _verified(endpoint: str) -> Mapping[str, str] | Response:
     svc = services()
-    validator = RequestValidator(svc.settings.auth_token)
-    form = await verify(request, validator, svc.settings.public_url)
+    signers = Signers.of(svc.settings.auth_token, svc.settings.webhook_secrets)
+    form = await verify(request, signers, svc.settings.public_url)
     if form is None:
         svc.metrics.webhooks.labels(endpoint, "bad_signature").inc()
         logger.warning("%s: rejected a request with a missing or invalid signature", endpoint)

@@ -13,6 +13,8 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
+from twilio.request_validator import RequestValidator
+
 from tests.e2e.conftest import OpenEnv
 from tests.e2e.env import Env, assert_error
 from tests.support.bridge import settled_item, wait_until
@@ -25,6 +27,12 @@ AUTO_ONLY = {
 SHA256_SETTINGS = {
     "X-Twilio-Webhooks-Signature-Settings": "key=webhooks_sharedkey,algorithm=HMAC_SHA256"
 }
+SHARED_KEY = "shared-key-secret-0123456789"  # FLEX_BRIDGE_WEBHOOK_SECRET of these tests
+
+
+def shared_sign(url: str, params: dict[str, str], secret: str = SHARED_KEY) -> str:
+    """A signature as Twilio makes it when a Webhook Rule's shared key signs (HMAC-SHA256)."""
+    return str(RequestValidator(secret).compute_signature(url, params, "HMAC_SHA256"))
 
 
 async def _deferred(env: Env) -> tuple[Any, Any, dict[str, Any]]:
@@ -49,7 +57,7 @@ async def _assert_no_side_effect(env: Env, reservation_sid: str, since: int) -> 
 
 
 async def test_unsigned_or_tampered_assignment_callbacks_are_refused(open_env: OpenEnv) -> None:
-    env = await open_env(policy=AUTO_ONLY)
+    env = await open_env(policy=AUTO_ONLY, webhook_secrets=(SHARED_KEY,))
     task, reservation, callback = await _deferred(env)
     assert callback["status"] == 200  # the emulator's own, signed callback was accepted
     path = "/taskrouter/assignment"
@@ -82,6 +90,21 @@ async def test_unsigned_or_tampered_assignment_callbacks_are_refused(open_env: O
             {"X-Twilio-Signature": env.sign(url, forged), **SHA256_SETTINGS},
         ),
         (
+            "a shared key announced, the auth token used",
+            forged,
+            {"X-Twilio-Signature": env.sign(url, forged, "HMAC_SHA256"), **SHA256_SETTINGS},
+        ),
+        (
+            "signed with the shared key, not announced",
+            forged,
+            {"X-Twilio-Signature": shared_sign(url, forged)},
+        ),
+        (
+            "a shared key nobody configured",
+            forged,
+            {"X-Twilio-Signature": shared_sign(url, forged, "another"), **SHA256_SETTINGS},
+        ),
+        (
             "SHA-1 announced, SHA-256 sent",
             forged,
             {
@@ -107,10 +130,10 @@ async def test_unsigned_or_tampered_assignment_callbacks_are_refused(open_env: O
     await _assert_no_side_effect(env, reservation.sid, since)
     assert (await env.reservation(task.sid, reservation.sid)).reservation_status == "pending"
 
-    # The control: the same forged params, correctly signed (SHA-256 announced and used),
-    # are acted on. So the refusals above were the signature's doing, and nothing else's.
+    # The control: the same forged params, correctly signed (the shared key, SHA-256
+    # announced and used), are acted on. So the refusals above were the signature's doing.
     status, body = await env.post_webhook(
-        path, forged, signature=env.sign(url, forged, "HMAC_SHA256"), headers=SHA256_SETTINGS
+        path, forged, signature=shared_sign(url, forged), headers=SHA256_SETTINGS
     )
     assert (status, body) == (200, {})
     item: Any = await wait_until(lambda: settled_item(env.admin, reservation.sid))
@@ -259,3 +282,23 @@ async def test_json_bodies_are_checked_with_body_sha256(open_env: OpenEnv) -> No
     assert item["phase"] == "applied"
     assert item["task_sid"] == task.sid
     assert len(await env.accepts(reservation.sid)) == 1
+
+
+async def test_a_rotated_shared_key_and_the_auth_token_both_still_verify(
+    open_env: OpenEnv,
+) -> None:
+    """While a shared key is rotated both secrets are configured; requests no Webhook Rule
+    matches are still signed with the auth token (no settings header)."""
+    env = await open_env(policy=AUTO_ONLY, webhook_secrets=("the-new-key", SHARED_KEY))
+    _, reservation, callback = await _deferred(env)
+    path = "/taskrouter/assignment"
+    url = env.url(path)
+    params = dict(callback["params"])
+    for signature, headers in [
+        (shared_sign(url, params), SHA256_SETTINGS),
+        (shared_sign(url, params, "the-new-key"), SHA256_SETTINGS),
+        (env.sign(url, params), {}),
+    ]:
+        status, body = await env.post_webhook(path, params, signature=signature, headers=headers)
+        assert (status, body) == (200, {}), (status, body)
+    assert env.latest_for(reservation.sid) is None  # deferred each time: nothing to do

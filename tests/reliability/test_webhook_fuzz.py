@@ -57,6 +57,7 @@ from tests.support.fakes import FakeChannel, FakeTaskRouter, FakeTokens
 T = TypeVar("T")
 AUTH_TOKEN = "fuzzing-auth-token"
 SHA1, SHA256 = "HMAC_SHA1", "HMAC_SHA256"
+SHARED_KEY = "a-webhook-shared-key-secret"
 SETTINGS_HEADER = "X-Twilio-Webhooks-Signature-Settings"
 ASSIGNMENT, EVENTS = "/taskrouter/assignment", "/taskrouter/events"
 FORM = "application/x-www-form-urlencoded"
@@ -113,8 +114,10 @@ class Harness:
             public_url=self.public_url,
             journal=":memory:",
             policy=parse_policy(ACCEPT_ALL),
+            webhook_secrets=(SHARED_KEY,),
         )
         self.validator = RequestValidator(AUTH_TOKEN)
+        self.shared = RequestValidator(SHARED_KEY)
 
         async def factory(settings: Settings, metrics: Metrics) -> Services:
             journal = SqliteJournal(":memory:")
@@ -145,8 +148,11 @@ class Harness:
         self.client = self.app.test_client()
 
     def sign(self, url: str, pairs: list[tuple[str, str]], algorithm: str) -> str:
-        """Twilio's signature; repeated names need a multi-dict (TWILIO.md)."""
-        return str(self.validator.compute_signature(url, MultiDict(pairs), algorithm))
+        """Twilio's signature; repeated names need a multi-dict (TWILIO.md). SHA-256 is what a
+        Webhook Rule's shared key signs with (announced by the settings header); SHA-1 the
+        auth token."""
+        signer = self.shared if algorithm == SHA256 else self.validator
+        return str(signer.compute_signature(url, MultiDict(pairs), algorithm))
 
     def run(self, coro: Awaitable[T]) -> T:
         return self.loop.run_until_complete(coro)
