@@ -44,7 +44,12 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--no-sync-rate-limit",
         action="store_true",
-        help="do not enforce Sync's 20 writes/s per object",
+        help="do not enforce Sync's rate limits (reads, writes, creations)",
+    )
+    p.add_argument(
+        "--event-retry",
+        action="store_true",
+        help="retry failed event callbacks (Twilio documents no retry; off by default)",
     )
     p.add_argument("--fault-seed", type=int, default=0, help="seed of the fault injector")
 
@@ -91,7 +96,11 @@ async def run_emulator(args: argparse.Namespace) -> int:
 
     settings = EmulatorSettings.from_env()
     emu = Emulator(
-        settings.config(sync_rate_limit=not args.no_sync_rate_limit, fault_seed=args.fault_seed)
+        settings.config(
+            sync_rate_limit=not args.no_sync_rate_limit,
+            fault_seed=args.fault_seed,
+            event_retry=args.event_retry,
+        )
     )
     sock = bind(args.host, args.port)
     url = base_url(sock)

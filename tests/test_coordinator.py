@@ -50,34 +50,97 @@ async def instructed(coord: Coordinator, op: Op, params: dict[str, Any]) -> str:
     return intent.intent_id
 
 
-async def test_an_instruction_reply_that_had_no_effect_goes_over_rest_after_the_grace() -> None:
+async def test_an_instruction_reply_is_never_resent_and_settles_when_the_offer_ends() -> None:
+    """Rule 8: a reply that went out is never sent again over REST. If TaskRouter never got
+    it, the reservation times out; recovery (its event lost) then settles the item failed."""
     coord, tr, channel, clock = await make()
     intent_id = await instructed(coord, "accept", {})
-    # Within the grace the callback owns it: recovery leaves it alone.
+    for _ in range(3):  # within the grace, and long after it: nothing is sent
+        await Recovery(coord).sweep()
+        await coord.idle()
+        clock.now += INSTRUCTION_GRACE + 1
+    assert tr.forms == []
+    waiting = await coord.journal.get(intent_id)
+    assert waiting is not None and waiting.state == "instructed"
+    tr.set_status("timeout")  # the offer ended; its event was lost
     await Recovery(coord).sweep()
     await coord.idle()
     assert tr.forms == []
-    # Long after the reply, the reservation is still pending: TaskRouter never acted on it.
-    clock.now += INSTRUCTION_GRACE + 1
-    await Recovery(coord).sweep()
-    await coord.idle()
-    assert tr.forms == [{"ReservationStatus": "accepted"}]
     settled = await coord.journal.get(intent_id)
-    assert settled is not None and settled.state == "settled" and settled.outcome == "applied"
-    assert channel.written[-1]["phase"] == "applied"
+    assert settled is not None and settled.state == "settled" and settled.outcome == "failed"
+    assert channel.written[-1]["phase"] == "failed"
+    assert channel.written[-1]["reservation_status"] == "timeout"
     await coord.journal.close()
 
 
-async def test_a_call_instruction_without_accept_is_taken_as_given() -> None:
-    coord, tr, _, clock = await make()
+async def submit_conference(coord: Coordinator) -> str:
+    intent, created = await coord.submit(
+        op="conference",
+        reservation_sid=WR,
+        task_sid=WT,
+        worker_sid=WK,
+        source="plugin",
+        params={"from": "+15550100"},
+        deadline=None,
+    )
+    assert created
+    await coord.idle()
+    return intent.intent_id
+
+
+async def test_a_ringing_conference_stays_pending_until_taskrouter_says_accepted() -> None:
+    coord, tr, channel, clock = await make()
+    tr.voice_rings = True  # TaskRouter takes the conference; the agent's leg rings
+    intent_id = await submit_conference(coord)
+    ringing = await coord.journal.get(intent_id)
+    assert ringing is not None and ringing.state == "instructed"
+    assert [w["phase"] for w in channel.written] == ["pending"]
+    for _ in range(3):  # recovery sweeps, long after the grace: never a second conference
+        clock.now += INSTRUCTION_GRACE + 1
+        await Recovery(coord).sweep()
+        await coord.idle()
+    assert [f.get("Instruction") for f in tr.forms] == ["conference"]
+    assert [w["phase"] for w in channel.written] == ["pending"]
+    tr.set_status("accepted")  # the agent answered
+    await coord.on_reservation_event(
+        "reservation.accepted", reservation_sid=WR, task_sid=WT, worker_sid=WK
+    )
+    await coord.idle()
+    settled = await coord.journal.get(intent_id)
+    assert settled is not None and settled.outcome == "applied"
+    assert channel.written[-1]["phase"] == "applied"
+    assert channel.written[-1]["reservation_status"] == "accepted"
+    await coord.journal.close()
+
+
+async def test_a_conference_nobody_answers_settles_failed_on_the_timeout() -> None:
+    coord, tr, channel, _ = await make()
+    tr.voice_rings = True
+    intent_id = await submit_conference(coord)
+    tr.set_status("timeout")
+    await coord.on_reservation_event(
+        "reservation.timeout", reservation_sid=WR, task_sid=WT, worker_sid=WK
+    )
+    await coord.idle()
+    settled = await coord.journal.get(intent_id)
+    assert settled is not None and settled.outcome == "failed"
+    assert channel.written[-1]["phase"] == "failed"
+    assert [f.get("Instruction") for f in tr.forms] == ["conference"]
+    await coord.journal.close()
+
+
+async def test_a_call_instruction_without_accept_is_never_resent() -> None:
+    """A call that does not accept leaves the reservation pending: the item stays pending
+    (the call is out; TaskRouter's word settles it), and the call is never made again."""
+    coord, tr, channel, clock = await make()
     intent_id = await instructed(coord, "call", {"from": "+15550100", "url": "https://x.test/t"})
     clock.now += INSTRUCTION_GRACE + 1
     await Recovery(coord).sweep()
     await coord.idle()
-    # Never resent: a call leaves no trace in the status, so it cannot be checked.
     assert tr.forms == []
-    settled = await coord.journal.get(intent_id)
-    assert settled is not None and settled.outcome == "applied"
+    waiting = await coord.journal.get(intent_id)
+    assert waiting is not None and waiting.state == "instructed"
+    assert [w["phase"] for w in channel.written] == ["pending"]
     await coord.journal.close()
 
 

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flex_bridge.adoption")
 TIMEOUT_LOOKUP_BOUND = 1.0  # seconds a callback may spend learning the workflow's timeout
+INSTRUCT_MARGIN = 0.5  # seconds before the reply's deadline that recording an instruction needs
 
 
 def attributes(raw: str | None) -> JSON:
@@ -129,8 +130,14 @@ async def _submit(
     )
 
 
-async def answer_callback(svc: Services, offer: OfferFacts) -> JSON:
-    """The assignment callback's reply for ``offer``, after journaling what the policy chose."""
+async def answer_callback(svc: Services, offer: OfferFacts, reply_by: float | None = None) -> JSON:
+    """The assignment callback's reply for ``offer``, after journaling what the policy chose.
+
+    ``reply_by`` (``time.monotonic()``): when the caller will answer ``{}`` instead. An
+    instruction goes in the reply only when recording that it did can finish well before
+    then: an intent recorded as handed to TaskRouter is never sent again, so it must not be
+    recorded for a reply that went out empty. Without the time, the intent stays announced and
+    recovery sends it over REST after the grace."""
     rule = _rule(svc, offer)
     if rule is None or rule.op == "defer":
         return {}
@@ -146,6 +153,8 @@ async def answer_callback(svc: Services, offer: OfferFacts) -> JSON:
     intent = await svc.coordinator.announce_only(intent, svc.settings.policy.sync.announce_timeout)
     if intent.state != "announced":
         return {}  # strict mode and Sync is down: no change without an announcement
+    if reply_by is not None and time.monotonic() > reply_by - INSTRUCT_MARGIN:
+        return {}
     await svc.coordinator.mark_instructed(intent)
     return instruction_reply(rule.op, rule.params)
 

@@ -134,7 +134,7 @@ class Coordinator:
         self.retry_policy = RetryPolicy(
             policy.retry.max_attempts, policy.retry.base, policy.retry.cap
         )
-        self.observers: list[Observer] = [self._count_step]
+        self.observers: list[Observer] = [self.metrics.count_step]
         self._running: dict[str, asyncio.Task[None]] = {}
         # One event per waiting caller: several callers (a double click) may wait on one intent.
         self._waiters: dict[str, set[asyncio.Event]] = {}
@@ -248,9 +248,6 @@ class Coordinator:
             else:  # settled, or instructed (settled by TaskRouter's event)
                 return
 
-    def _count_step(self, intent: Intent) -> None:
-        self.metrics.phases.labels(intent.op, intent.state).inc()
-
     def _stepped(self, intent: Intent) -> None:
         for observer in self.observers:
             observer(intent)
@@ -320,7 +317,8 @@ class Coordinator:
         return view.status
 
     async def _fetch_verdict(self, intent: Intent) -> Verdict | None:
-        return protocol.verdict(intent.op, intent.params, await self.fetch_status(intent))
+        status = await self.fetch_status(intent)
+        return protocol.verdict(intent.op, intent.params, status, attempted=intent.attempts > 0)
 
     async def _attempt(self, sending: _Sending, form: JSON) -> Verdict:
         """One attempt: fetch first when the protocol says so, journal the attempt, send."""
@@ -358,7 +356,7 @@ class Coordinator:
             count("taskrouter", current.op, "transient").inc()
             raise
         count("taskrouter", current.op, "ok").inc()
-        return Verdict("applied", view.status)
+        return protocol.after_sending(current.op, view.status)
 
     async def _apply(self, intent: Intent) -> Intent:
         form = rest_params(intent.op, intent.params)
@@ -376,27 +374,40 @@ class Coordinator:
             last_look: Verdict | None = None
             with contextlib.suppress(UpstreamError):
                 seen = await self.fetch_status(sending.intent)
-                last_look = protocol.verdict(intent.op, intent.params, seen)
+                attempted = sending.intent.attempts > 0
+                last_look = protocol.verdict(intent.op, intent.params, seen, attempted=attempted)
             log_intent(intent, "TaskRouter unavailable: %s", exc, level=logging.WARNING)
             found = protocol.verdict_when_exhausted(last_look, seen, exc.code, exc.status)
         current = sending.intent
-        if found.outcome == "applied":
-            log_intent(current, "applied (reservation %s)", found.status)
-            return await self._move(
-                current,
-                ("announced",),
-                state="applied",
-                reservation_status=found.status,
-                error=None,
-            )
-        log_intent(current, "refused: %s", found.error.message if found.error else "")
+        if found.outcome == "taken":
+            return await self._ringing(current, found.status)
+        error = None
+        if found.outcome == "refused":
+            error = found.error or ErrorInfo(None, "the change was refused")
+        why = error.message if error else f"reservation {found.status}"
+        log_intent(current, "%s: %s", found.outcome, why)
         return await self._move(
             current,
             ("announced",),
-            state="refused",
+            state=found.outcome,
             reservation_status=found.status,
-            error=found.error or ErrorInfo(None, "the change was refused"),
+            error=error,
         )
+
+    async def _ringing(self, intent: Intent, status: str | None) -> Intent:
+        """TaskRouter took a voice instruction: the item stays pending while the agent's leg
+        rings, and TaskRouter's word settles it (an event, or recovery's fetch). One that came
+        before this step is followed at once."""
+        log_intent(intent, "taken by TaskRouter; ringing the agent")
+        moved = await self._move(
+            intent, ("announced",), state="instructed", reservation_status=status
+        )
+        seen = self.last_events.get(intent.reservation_sid)
+        if moved.state == "instructed" and (
+            later := protocol.catch_up(moved, intent.created_at, seen)
+        ):
+            await self.resolve_instructed(moved, later)
+        return moved
 
     async def _settle(self, intent: Intent) -> Intent | None:
         try:
@@ -452,20 +463,10 @@ class Coordinator:
         if created:
             self.start(intent.intent_id)
 
-    async def resolve_instructed(
-        self, intent: Intent, status: str, *, reply_lost: bool = False
-    ) -> None:
-        """Settle an instruction handed to TaskRouter in a callback reply, from its status."""
-        action = protocol.instructed_outcome(
-            intent.op, intent.params, status, reply_lost=reply_lost
-        )
+    async def resolve_instructed(self, intent: Intent, status: str) -> None:
+        """Settle an instruction TaskRouter has, from the reservation's status."""
+        action = protocol.instructed_outcome(intent.op, intent.params, status)
         if action == "wait":
-            return
-        if action == "send_over_rest":
-            moved = await self._move(intent, ("instructed",), state="announced")
-            if moved.state == "announced":
-                log_intent(intent, "instruction reply had no effect; sending over REST")
-                self.start(moved.intent_id)
             return
         error = None if action == "applied" else ErrorInfo(None, f"reservation {status}")
         moved = await self._move(

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from flex_bridge.domain.intents import Intent
 from flex_bridge.errors import RateLimitedError
 
 
@@ -91,6 +92,10 @@ class Metrics:
             "Intents being driven by this process.",
             registry=r,
         )
+
+    def count_step(self, intent: Intent) -> None:
+        """A coordinator observer: one more intent reached its journal state."""
+        self.phases.labels(intent.op, intent.state).inc()
 
     def on_retry(self, system: str) -> Callable[[BaseException, float], None]:
         """A retry hook (``adapters.retry.retrying``) that counts retries of ``system``."""

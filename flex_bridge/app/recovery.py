@@ -2,9 +2,10 @@
 
 ``Recovery.sweep`` resumes each unsettled intent from its journal state, as
 ``protocol.recovery_action`` decides: an intent with no driver is driven again; an instruction
-handed to TaskRouter in a callback reply is checked against TaskRouter once its grace has
-passed. The bridge sweeps at start-up and then every ``[recovery] interval`` seconds, and each
-periodic sweep also forgets the webhook dedupe keys whose TTL has passed.
+TaskRouter has (a callback reply, or a voice instruction ringing) is checked against TaskRouter
+once its grace has passed, and settled if the offer is over: never sent again. The bridge
+sweeps at start-up and then every ``[recovery] interval`` seconds, and each periodic sweep
+also forgets the webhook dedupe keys whose TTL has passed.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Recovery:
                 except UpstreamError as exc:
                     log_intent(intent, "recovery fetch failed: %s", exc, level=logging.WARNING)
                     continue
-                await co.resolve_instructed(intent, status, reply_lost=True)
+                await co.resolve_instructed(intent, status)
             else:
                 co.start(intent.intent_id)
             resumed += 1

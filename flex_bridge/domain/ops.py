@@ -163,6 +163,9 @@ RULES: Final[dict[str, OpRule]] = {
 }
 
 INSTRUCTIONS: Final = frozenset({"conference", "dequeue", "call", "redirect"})
+# Instructions that ring the agent's leg: TaskRouter takes them, and the reservation stays
+# pending until the agent answers (accepted), or the ring times out or is canceled.
+VOICE: Final = frozenset({"conference", "dequeue", "call"})
 
 
 def _form_value(value: Any) -> Any:

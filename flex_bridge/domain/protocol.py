@@ -15,8 +15,9 @@ The decisions, in the order an intent meets them:
   fetched status, a refusal or running out of attempts says about the change (rule 3: an
   ambiguous outcome is settled by a fetch, never by a blind resend).
 - ``on_event`` and ``observation``: what TaskRouter's event does to the channel (rule 6).
-- ``instructed_outcome``: what a status says about an instruction handed over in a callback
-  reply.
+- ``after_sending`` and ``instructed_outcome``: a voice instruction TaskRouter took rings the
+  agent's leg, its item pending until the reservation is accepted or the offer ends; an
+  instruction handed over (in a callback reply, or a voice one over REST) is never resent.
 - ``recovery_action``: what recovery does with an unsettled intent (rule 5).
 - ``catch_up``: whether an event that came while an intent was being settled must be shown.
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from flex_bridge.domain.intents import ErrorInfo, Intent, State
-from flex_bridge.domain.ops import INSTRUCTIONS, outcome_of
+from flex_bridge.domain.ops import INSTRUCTIONS, VOICE, outcome_of
 from flex_bridge.domain.types import JSON, Op, Outcome, ReservationStatus, SyncMode
 
 DEFAULT_RESERVATION_TIMEOUT: Final = 120
@@ -155,8 +156,15 @@ def fetch_first(attempts: int, observed: str | None) -> bool:
     return attempts > 0 or observed in ENDED_BY_TASKROUTER
 
 
-def verdict(op: Op, params: JSON, status: str) -> Verdict | None:
-    """What a fetched ``status`` says about the intent; None when the op may (still) be sent."""
+def verdict(op: Op, params: JSON, status: str, *, attempted: bool = False) -> Verdict | None:
+    """What a fetched ``status`` says about the intent; None when the op may (still) be sent.
+
+    ``attempted``: the op may have been sent already (an attempt was journaled). A voice
+    instruction that may have been sent, on a reservation still pending, may be ringing the
+    agent's leg: it is taken, never sent again (rule 8); if TaskRouter never got it, the
+    reservation times out and the policy meets the next offer."""
+    if op in VOICE and status == "pending":
+        return Verdict("taken", status) if attempted else None
     found = outcome_of(op, params, status)
     if found == "retry":
         return None
@@ -171,6 +179,12 @@ def verdict(op: Op, params: JSON, status: str) -> Verdict | None:
     return Verdict(
         "refused", status, ErrorInfo(20001, f"reservation is {status}; {op} can no longer happen")
     )
+
+
+def after_sending(op: Op, status: str) -> Verdict:
+    """TaskRouter answered the change with the reservation's ``status``: a voice instruction
+    on a reservation still pending rings the agent's leg (taken), anything else is applied."""
+    return Verdict("taken" if op in VOICE and status == "pending" else "applied", status)
 
 
 def verdict_on_refusal(op: Op, fetched: Verdict | None, code: int | None, message: str) -> Verdict:
@@ -268,22 +282,21 @@ def observed_intent(
     )
 
 
-InstructedAction = Literal["wait", "send_over_rest", "applied", "refused"]
+InstructedAction = Literal["wait", "applied", "refused"]
 
 
-def instructed_outcome(op: Op, params: JSON, status: str, *, reply_lost: bool) -> InstructedAction:
-    """What ``status`` says about an instruction handed to TaskRouter in a callback reply.
+def instructed_outcome(op: Op, params: JSON, status: str) -> InstructedAction:
+    """What ``status`` says about an instruction TaskRouter has (in a callback reply, or a
+    voice instruction taken over REST).
 
-    Still where the op starts: wait for TaskRouter, unless recovery has concluded the reply
-    never reached it (``reply_lost``), when the op goes over REST (announced again, fetched
-    before sending as always). An instruction that leaves no trace in the status (a call that
-    does not accept) was taken by TaskRouter as given."""
-    found = outcome_of(op, params, status)
-    if found == "retry":
-        return "send_over_rest" if reply_lost else "wait"
-    if found in ("applied", "unknown"):
-        return "applied"
-    return "refused"
+    Still pending: wait, however long. The agent's leg may be ringing; or the reply never
+    reached TaskRouter, and then the reservation times out and the policy meets the next
+    offer. Either way the instruction is never sent again (rule 8). Left pending: applied
+    when TaskRouter shows the op done (an instruction leaving no trace in the status, a call
+    that does not accept, was taken as given), refused when the offer ended otherwise."""
+    if status == "pending":
+        return "wait"
+    return "applied" if outcome_of(op, params, status) in ("applied", "unknown") else "refused"
 
 
 # -------------------------------------------------------------------------------- recovery
@@ -297,9 +310,10 @@ def recovery_action(intent: Intent, now: float, *, running: bool) -> RecoveryAct
     callback answering with it, here or in another instance, until ``INSTRUCTION_GRACE`` has
     passed since its last step: driving it sooner would send the op over REST as well as in
     the reply, a double accept. After the grace that reply has long gone out without the
-    instruction (the callback's budget is far shorter), or never went out (the process died),
-    so the op goes over REST. An ``instructed`` intent is checked against TaskRouter after
-    the grace."""
+    instruction (the callback's budget is far shorter, and it instructs only when there is
+    time to record that it did), or never went out (the process died), so the op goes over
+    REST. An ``instructed`` intent is checked against TaskRouter after the grace, in case its
+    event was lost (``instructed_outcome``): never sent again."""
     if running:
         return "skip"
     recent = now - intent.updated_at < INSTRUCTION_GRACE

@@ -13,9 +13,9 @@ ReservationStatus = Literal[
     "pending", "accepted", "rejected", "timeout", "canceled", "rescinded", "wrapping", "completed"
 ]
 Phase = Literal["pending", "applied", "failed"]
-Outcome = Literal["applied", "refused", "unknown"]
-"""What the bridge concludes about one intent's change: it happened, it did not, or it cannot
-be told (and so must not be sent again)."""
+Outcome = Literal["applied", "refused", "taken"]
+"""What the bridge concludes about one intent's change: it happened, it did not, or TaskRouter
+took a voice instruction and the reservation stays pending while the agent's leg rings."""
 Via = Literal["rest", "instruction"]
 SyncMode = Literal["strict", "degrade"]
 

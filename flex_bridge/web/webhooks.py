@@ -57,9 +57,9 @@ async def assignment() -> Response:
         svc.metrics.webhooks.labels("assignment", "bad_request").inc()
         return error(400, "missing_parameter", f"missing {', '.join(missing)}")
     try:
-        reply = await asyncio.wait_for(
-            answer_callback(svc, OfferFacts.from_callback(form)), REPLY_BUDGET
-        )
+        reply_by = time.monotonic() + REPLY_BUDGET
+        offer = OfferFacts.from_callback(form)
+        reply = await asyncio.wait_for(answer_callback(svc, offer, reply_by), REPLY_BUDGET)
         result = "ok"
     except TimeoutError:
         logger.warning(

@@ -28,6 +28,7 @@ from flex_bridge.domain.protocol import (
     RecoveryAction,
     Verdict,
     after_failed_announce,
+    after_sending,
     announce_window,
     behind,
     catch_up,
@@ -223,6 +224,7 @@ SEND = "may be sent"
 APPLIED = "applied"
 GONE = "refused, can no longer happen"
 UNKNOWABLE = "refused, cannot be known"
+UNKNOWABLE_MESSAGE = "the outcome of the instruction cannot be known; not resent"
 
 
 def row(op: str, accept: bool | None, status: str, expect: str) -> pytest.ParameterSet:
@@ -284,7 +286,7 @@ VERDICTS = [
     row("redirect", True, "canceled", GONE),
     row("redirect", True, "rescinded", GONE),
     # call and redirect that do not accept leave no trace on pending: never resent.
-    row("call", False, "pending", UNKNOWABLE),
+    row("call", False, "pending", SEND),  # never sent yet: voice, see the attempted table
     row("call", False, "accepted", APPLIED),
     row("call", False, "wrapping", APPLIED),
     row("call", False, "completed", APPLIED),
@@ -301,7 +303,7 @@ VERDICTS = [
     row("redirect", False, "canceled", GONE),
     row("redirect", False, "rescinded", GONE),
     # without the flag, a call or redirect does not accept.
-    row("call", None, "pending", UNKNOWABLE),
+    row("call", None, "pending", SEND),
     row("call", None, "accepted", APPLIED),
     row("redirect", None, "pending", UNKNOWABLE),
     row("redirect", None, "timeout", GONE),
@@ -332,7 +334,7 @@ def expected_verdict(op: str, status: str, expect: str) -> Verdict | None:
     if expect == APPLIED:
         return Verdict("applied", status)
     if expect == UNKNOWABLE:
-        message = "the outcome of the instruction cannot be known; not resent"
+        message = UNKNOWABLE_MESSAGE
         return Verdict("refused", status, ErrorInfo(None, message))
     message = f"reservation is {status}; {op} can no longer happen"
     return Verdict("refused", status, ErrorInfo(20001, message))
@@ -341,6 +343,61 @@ def expected_verdict(op: str, status: str, expect: str) -> Verdict | None:
 @pytest.mark.parametrize(("op", "accept", "status", "expect"), VERDICTS)
 def test_verdict(op: Op, accept: bool | None, status: str, expect: str) -> None:
     assert verdict(op, params_for(accept), status) == expected_verdict(op, status, expect)
+
+
+TAKEN = Verdict("taken", "pending")
+
+
+@pytest.mark.parametrize(
+    ("op", "accept", "status", "expected"),
+    [
+        # A voice instruction that may have been sent, on a reservation still pending, may be
+        # ringing: taken, never sent again (rule 8).
+        pytest.param("conference", None, "pending", TAKEN, id="conference, pending: taken"),
+        pytest.param("dequeue", None, "pending", TAKEN, id="dequeue, pending: taken"),
+        pytest.param("call", True, "pending", TAKEN, id="call, pending: taken"),
+        pytest.param("call", False, "pending", TAKEN, id="call not accepting, pending: taken"),
+        # Not voice: the same answers as before any attempt.
+        pytest.param("accept", None, "pending", None, id="accept, pending: may be sent"),
+        pytest.param(
+            "redirect",
+            False,
+            "pending",
+            Verdict("refused", "pending", ErrorInfo(None, UNKNOWABLE_MESSAGE)),
+            id="redirect not accepting, pending: cannot be known",
+        ),
+        pytest.param(
+            "conference",
+            None,
+            "accepted",
+            Verdict("applied", "accepted"),
+            id="conference, accepted: applied",
+        ),
+    ],
+)
+def test_verdict_after_an_attempt(
+    op: Op, accept: bool | None, status: str, expected: Verdict | None
+) -> None:
+    assert verdict(op, params_for(accept), status, attempted=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("op", "status", "expected"),
+    [
+        pytest.param("conference", "pending", TAKEN, id="conference answered pending: ringing"),
+        pytest.param("dequeue", "pending", TAKEN, id="dequeue answered pending: ringing"),
+        pytest.param("call", "pending", TAKEN, id="call answered pending: ringing"),
+        pytest.param(
+            "conference", "accepted", Verdict("applied", "accepted"), id="answered at once"
+        ),
+        pytest.param(
+            "redirect", "pending", Verdict("applied", "pending"), id="redirect: not voice"
+        ),
+        pytest.param("accept", "accepted", Verdict("applied", "accepted"), id="accept: applied"),
+    ],
+)
+def test_after_sending(op: Op, status: str, expected: Verdict) -> None:
+    assert after_sending(op, status) == expected
 
 
 def test_the_verdict_table_covers_every_op_and_status() -> None:
@@ -695,68 +752,52 @@ def test_observed_intent(status: str, expected: Observation) -> None:
 
 
 # ------------------------------------------------------------------------ instructed_outcome
-def instructed(
-    op: str, accept: bool | None, status: str, reply_lost: bool, action: str
-) -> pytest.ParameterSet:
+def instructed(op: str, accept: bool | None, status: str, action: str) -> pytest.ParameterSet:
     flag = "" if accept is None else f" (accept={str(accept).lower()})"
-    lost = ", reply lost" if reply_lost else ""
-    return pytest.param(
-        op, accept, status, reply_lost, action, id=f"{op}{flag} on {status}{lost}: {action}"
-    )
+    return pytest.param(op, accept, status, action, id=f"{op}{flag} on {status}: {action}")
 
 
 @pytest.mark.parametrize(
-    ("op", "accept", "status", "reply_lost", "action"),
+    ("op", "accept", "status", "action"),
     [
-        # Still where it starts: wait, or go over REST when the reply never reached TaskRouter.
-        instructed("conference", None, "pending", False, "wait"),
-        instructed("conference", None, "pending", True, "send_over_rest"),
-        instructed("dequeue", None, "pending", False, "wait"),
-        instructed("dequeue", None, "pending", True, "send_over_rest"),
-        instructed("call", True, "pending", False, "wait"),
-        instructed("call", True, "pending", True, "send_over_rest"),
-        instructed("redirect", True, "pending", False, "wait"),
-        instructed("redirect", True, "pending", True, "send_over_rest"),
-        instructed("accept", None, "pending", False, "wait"),
-        instructed("accept", None, "pending", True, "send_over_rest"),
-        instructed("reject", None, "pending", False, "wait"),
-        instructed("reject", None, "pending", True, "send_over_rest"),
-        # A call or redirect that does not accept leaves no trace: taken as given, never resent.
-        instructed("call", False, "pending", False, "applied"),
-        instructed("call", False, "pending", True, "applied"),
-        instructed("redirect", False, "pending", False, "applied"),
-        instructed("redirect", False, "pending", True, "applied"),
-        # Accepted, or moved on since: it happened.
-        instructed("conference", None, "accepted", False, "applied"),
-        instructed("conference", None, "accepted", True, "applied"),
-        instructed("conference", None, "wrapping", False, "applied"),
-        instructed("conference", None, "completed", True, "applied"),
-        instructed("dequeue", None, "accepted", True, "applied"),
-        instructed("call", True, "accepted", False, "applied"),
-        instructed("call", False, "accepted", True, "applied"),
-        instructed("redirect", False, "completed", False, "applied"),
-        instructed("accept", None, "accepted", True, "applied"),
-        instructed("reject", None, "rejected", False, "applied"),
-        instructed("reject", None, "rejected", True, "applied"),
-        # Ended otherwise: refused.
-        instructed("conference", None, "rejected", False, "refused"),
-        instructed("conference", None, "timeout", False, "refused"),
-        instructed("conference", None, "timeout", True, "refused"),
-        instructed("conference", None, "canceled", False, "refused"),
-        instructed("conference", None, "rescinded", True, "refused"),
-        instructed("dequeue", None, "timeout", True, "refused"),
-        instructed("call", True, "canceled", False, "refused"),
-        instructed("call", False, "rejected", True, "refused"),
-        instructed("redirect", True, "rescinded", False, "refused"),
-        instructed("accept", None, "timeout", False, "refused"),
-        instructed("reject", None, "accepted", False, "refused"),
-        instructed("reject", None, "timeout", True, "refused"),
+        # Still pending: wait, however long (ringing, or the reply never reached TaskRouter and
+        # the offer will time out). Never sent again: there is no "send" outcome at all.
+        instructed("conference", None, "pending", "wait"),
+        instructed("dequeue", None, "pending", "wait"),
+        instructed("call", True, "pending", "wait"),
+        instructed("redirect", True, "pending", "wait"),
+        instructed("accept", None, "pending", "wait"),
+        instructed("reject", None, "pending", "wait"),
+        instructed("call", False, "pending", "wait"),
+        instructed("redirect", False, "pending", "wait"),
+        # Accepted, or moved on since: it happened (a call or redirect that does not accept
+        # itself was taken as given). Ended otherwise: refused.
+        instructed("conference", None, "accepted", "applied"),
+        instructed("conference", None, "wrapping", "applied"),
+        instructed("conference", None, "completed", "applied"),
+        instructed("dequeue", None, "accepted", "applied"),
+        instructed("call", True, "accepted", "applied"),
+        instructed("call", False, "accepted", "applied"),
+        instructed("redirect", False, "completed", "applied"),
+        instructed("accept", None, "accepted", "applied"),
+        instructed("reject", None, "rejected", "applied"),
+        instructed("conference", None, "rejected", "refused"),
+        instructed("conference", None, "timeout", "refused"),
+        instructed("conference", None, "canceled", "refused"),
+        instructed("conference", None, "rescinded", "refused"),
+        instructed("dequeue", None, "timeout", "refused"),
+        instructed("call", True, "canceled", "refused"),
+        instructed("call", False, "rejected", "refused"),
+        instructed("redirect", True, "rescinded", "refused"),
+        instructed("accept", None, "timeout", "refused"),
+        instructed("reject", None, "accepted", "refused"),
+        instructed("reject", None, "timeout", "refused"),
     ],
 )
 def test_instructed_outcome(
-    op: Op, accept: bool | None, status: str, reply_lost: bool, action: InstructedAction
+    op: Op, accept: bool | None, status: str, action: InstructedAction
 ) -> None:
-    assert instructed_outcome(op, params_for(accept), status, reply_lost=reply_lost) == action
+    assert instructed_outcome(op, params_for(accept), status) == action
 
 
 # --------------------------------------------------------------------------- recovery_action

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from flex_bridge.adapters.flex_tokens import FlexIdentity
 from flex_bridge.adapters.taskrouter import Offer, ReservationView, TaskView
 from flex_bridge.domain.intents import may_overwrite
-from flex_bridge.domain.ops import RULES
+from flex_bridge.domain.ops import RULES, VOICE
 from flex_bridge.domain.types import JSON
 from flex_bridge.errors import (
     AmbiguousOutcomeError,
@@ -133,6 +133,9 @@ class FakeReservations:
     def __init__(self, *, create_unknown: bool = False) -> None:
         self.reservations: dict[str, StoredReservation] = {}
         self.create_unknown = create_unknown
+        # True: a voice instruction (conference, dequeue, call) leaves the reservation pending
+        # while the agent's leg rings, as TaskRouter does; set_status then plays the answer.
+        self.voice_rings = False
         self.updates: list[ReservationUpdate] = []
         self.fetches = 0
         self.trouble: list[Staged] = []  # consumed one per update
@@ -224,7 +227,8 @@ class FakeReservations:
             update.outcome = "refused"
             raise ConflictError(f"reservation is {stored.status}", status=400, code=40136)
         accepts = str(form.get(_ACCEPT_FIELDS.get(update.op, ""), "false")).lower() == "true"
-        stored.status = rule.leads_to_for({"accept": accepts})
+        if not (self.voice_rings and update.op in VOICE):
+            stored.status = rule.leads_to_for({"accept": accepts})
         if trouble == "lost_after":
             update.outcome = "lost_after"
             raise AmbiguousOutcomeError("response lost; the change may have been applied")
