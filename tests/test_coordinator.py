@@ -195,3 +195,24 @@ async def test_an_intent_driver_does_not_keep_its_callers_context() -> None:
     await coord.idle()
     assert seen and all(s is None for s in seen)
     assert tr.forms == [{"ReservationStatus": "accepted"}]
+
+
+async def test_a_late_complete_on_a_deleted_task_settles_applied() -> None:
+    """Twilio deletes a completed (or canceled) task after a short retention: a complete
+    resumed after that meets 404 / 20404, and the agent has nothing left to do."""
+    coord, tr, channel, _ = await make("wrapping")
+    del tr.reservations[WR]  # the task and its reservations are gone
+    intent, _ = await coord.submit(
+        op="complete",
+        reservation_sid=WR,
+        task_sid=WT,
+        worker_sid=WK,
+        source="plugin",
+        params={},
+        deadline=None,
+    )
+    await coord.idle()
+    settled = await coord.journal.get(intent.intent_id)
+    assert settled is not None and settled.outcome == "applied" and settled.error is None
+    assert channel.written[-1]["phase"] == "applied"
+    await coord.journal.close()

@@ -41,6 +41,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from logging import WARNING
 from typing import Any
 
 from flex_bridge.adapters.journal import Journal
@@ -66,7 +67,7 @@ from flex_bridge.errors import (
 logger = logging.getLogger("flex_bridge.coordinator")
 
 Observer = Callable[[Intent], None]
-Enrich = Callable[[Intent, float], Awaitable[JSON]]
+Enrich = Callable[[Intent, float], Awaitable[JSON]]  # (intent, budget) -> outcome; never raises
 
 
 def log_intent(intent: Intent, message: str, *args: Any, level: int = logging.INFO) -> None:
@@ -283,29 +284,20 @@ class Coordinator:
         except (FlexBridgeError, TimeoutError) as exc:
             self.metrics.sync_writes.labels("announce_failed").inc()
             move = protocol.after_failed_announce(mode)
-            log_intent(
-                intent,
-                "Sync unavailable, %s (%s): %s",
-                "refusing" if move.state == "refused" else "going ahead",
-                mode,
-                exc,
-                level=logging.WARNING,
-            )
+            what = "no change" if move.state == "refused" else "going ahead"
+            log_intent(intent, "Sync unavailable (%s: %s): %s", mode, what, exc, level=WARNING)
             return await self._move(intent, ("recorded",), **move.changes())
         self.metrics.sync_writes.labels("announced").inc()
         return await self._move(intent, ("recorded",), state="announced")
 
     async def _enrich(self, intent: Intent) -> Intent:
-        """Enrich the task within the budget, before the reservation's deadline; the outcome
-        is kept on the intent and shown on its item."""
+        """Enrich the task within the budget, before the reservation's deadline (``Enrich``
+        never raises: a failure is an outcome); kept on the intent, shown on its item."""
         assert self.enrich is not None
-        budget = protocol.enrichment_budget(
-            self.policy.enrichment.budget, intent.deadline, self.clock()
+        now = self.clock()
+        outcome = await self.enrich(
+            intent, protocol.enrichment_budget(self.policy.enrichment.budget, intent.deadline, now)
         )
-        try:
-            outcome = await asyncio.wait_for(self.enrich(intent, budget), budget + 0.5)
-        except (TimeoutError, FlexBridgeError) as exc:
-            outcome = {"status": "failed", "enrichers": {}, "message": str(exc) or "timeout"}
         log_intent(intent, "enrichment before the %s: %s", intent.op, outcome.get("status"))
         return await self._move(
             intent, ("announced",), extra={**intent.extra, "enrichment": outcome}
@@ -317,7 +309,12 @@ class Coordinator:
         return view.status
 
     async def _fetch_verdict(self, intent: Intent) -> Verdict | None:
-        status = await self.fetch_status(intent)
+        try:
+            status = await self.fetch_status(intent)
+        except NotFoundError:
+            return protocol.verdict_when_gone(
+                intent.op, self.last_events.status(intent.reservation_sid)
+            )
         return protocol.verdict(intent.op, intent.params, status, attempted=intent.attempts > 0)
 
     async def _attempt(self, sending: _Sending, form: JSON) -> Verdict:
@@ -342,9 +339,11 @@ class Coordinator:
             count("taskrouter", current.op, "ambiguous").inc()
             sending.fetch_first = True
             raise TransientUpstreamError(str(exc), status=exc.status, code=exc.code) from exc
-        except NotFoundError as exc:
+        except NotFoundError:
             count("taskrouter", current.op, "not_found").inc()
-            return Verdict("refused", None, ErrorInfo(exc.code or 20404, exc.message))
+            return protocol.verdict_when_gone(
+                current.op, self.last_events.status(current.reservation_sid)
+            )
         except RejectedError as exc:
             count("taskrouter", current.op, "refused").inc()
             try:

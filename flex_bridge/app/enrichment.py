@@ -85,6 +85,7 @@ class _Run:
 
 
 ENTRY_POINT_GROUP = "flex_bridge.enrichers"
+OVERRUN = 0.5  # seconds past its budget an enrichment run is given before it is abandoned
 
 
 def load_factory(name: str, path: str) -> EnricherFactory:
@@ -187,13 +188,20 @@ class Enrichment:
         return tuple(loaded.spec.name for loaded in self._enrichers)
 
     async def for_intent(self, intent: Intent, budget: float) -> JSON:
-        """The enrichment step of an intent (``before_accept``): the outcome its item shows."""
-        outcome = await self.enrich(
-            intent.task_sid,
-            budget=budget,
-            reservation_sid=intent.reservation_sid,
-            worker_sid=intent.worker_sid,
-        )
+        """The enrichment step of an intent (``before_accept``): the outcome its item shows.
+        Never raises, and never takes much longer than ``budget``."""
+        try:
+            outcome = await asyncio.wait_for(
+                self.enrich(
+                    intent.task_sid,
+                    budget=budget,
+                    reservation_sid=intent.reservation_sid,
+                    worker_sid=intent.worker_sid,
+                ),
+                budget + OVERRUN,
+            )
+        except (TimeoutError, FlexBridgeError) as exc:
+            return {"status": "failed", "enrichers": {}, "message": str(exc) or "timeout"}
         return outcome.to_json()
 
     async def enrich(

@@ -187,6 +187,19 @@ def after_sending(op: Op, status: str) -> Verdict:
     return Verdict("taken" if op in VOICE and status == "pending" else "applied", status)
 
 
+def verdict_when_gone(op: Op, last_seen: str | None) -> Verdict:
+    """TaskRouter no longer knows the reservation (404, 20404): its task was deleted.
+
+    Twilio deletes completed and canceled tasks after a short retention, so a ``complete`` or
+    ``wrapup`` resumed late (after a crash, a long retry) meets a 404 for a task that is done:
+    the agent has nothing left to do, and the item settles applied, showing the last status
+    the bridge saw (as Flex's own template treats 20404 on completion). Any other op can no
+    longer happen."""
+    if op in ("complete", "wrapup"):
+        return Verdict("applied", last_seen)
+    return Verdict("refused", last_seen, ErrorInfo(20404, "the reservation no longer exists"))
+
+
 def verdict_on_refusal(op: Op, fetched: Verdict | None, code: int | None, message: str) -> Verdict:
     """TaskRouter refused the change (4xx); ``fetched`` is what a fetch then said, if it could.
 

@@ -43,6 +43,7 @@ from flex_bridge.domain.protocol import (
     verdict,
     verdict_on_refusal,
     verdict_when_exhausted,
+    verdict_when_gone,
 )
 from flex_bridge.domain.types import JSON, OPS, Op, ReservationStatus, SyncMode
 from tests.support.intents import make_intent
@@ -998,3 +999,30 @@ def test_event_tables_cover_the_seven_reservation_events() -> None:
     assert set(EVENT_STATUS.values()) == set(STATUSES) - {"pending"}
     assert set(OBSERVED_OP) == set(EVENT_STATUS.values())
     assert frozenset({"timeout", "canceled", "rescinded"}) == ENDED_BY_TASKROUTER
+
+
+# ------------------------------------------------------------------------- verdict_when_gone
+GONE_MESSAGE = ErrorInfo(20404, "the reservation no longer exists")
+
+
+@pytest.mark.parametrize(
+    ("op", "last_seen", "expected"),
+    [
+        pytest.param(
+            "complete",
+            "wrapping",
+            Verdict("applied", "wrapping"),
+            id="complete: done",
+        ),
+        pytest.param("complete", None, Verdict("applied", None), id="complete, nothing seen"),
+        pytest.param("wrapup", "accepted", Verdict("applied", "accepted"), id="wrapup: done"),
+        pytest.param(
+            "accept", "pending", Verdict("refused", "pending", GONE_MESSAGE), id="accept: gone"
+        ),
+        pytest.param(
+            "conference", None, Verdict("refused", None, GONE_MESSAGE), id="conference: gone"
+        ),
+    ],
+)
+def test_verdict_when_gone(op: Op, last_seen: str | None, expected: Verdict) -> None:
+    assert verdict_when_gone(op, last_seen) == expected
