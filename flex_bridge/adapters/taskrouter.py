@@ -86,7 +86,8 @@ class OffersPort(Protocol):
     async def reservation_timeout(self, workflow_sid: str) -> int: ...
 
     async def pending_offers(self, limit: int = 1000) -> list[Offer]:
-        """Reservations still pending on reserved tasks (at most ``limit`` tasks)."""
+        """Reservations still pending on reserved tasks (at most ``limit`` tasks), with the
+        task's and the worker's attributes as an assignment callback would carry them."""
         ...
 
 
@@ -198,11 +199,16 @@ class TwilioTaskRouter:
         )
         workers: dict[str, str] = {}
         offers = []
-        for task in tasks:
-            context = self._ws.tasks(task.sid).reservations
+        for listed in tasks:
+            context = self._ws.tasks(listed.sid).reservations
             pending = await call(
                 functools.partial(context.list_async, reservation_status="pending")
             )
+            if not pending:
+                continue
+            # A LIST answer carries no attributes (Twilio answers null): fetch the task, whose
+            # attributes the policy matches on. The HTTP adapter paces these fetches.
+            task = await call(self._ws.tasks(listed.sid).fetch_async)
             for r in pending:
                 if r.worker_sid not in workers:
                     worker = await call(self._ws.workers(r.worker_sid).fetch_async)

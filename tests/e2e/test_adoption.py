@@ -67,3 +67,49 @@ async def test_a_reservation_offered_while_the_bridge_was_down_is_adopted(
 
 async def _callback_failed(admin: Admin) -> Any:
     return [e for e in await admin.log("webhook") if e.get("webhook") == "assignment"]
+
+
+async def test_a_missed_offer_is_matched_on_the_tasks_own_attributes(
+    start_emulator: Callable[..., RunningEmulator], tmp_path: Path
+) -> None:
+    """Twilio's task LIST answers carry no attributes: adoption must fetch each task, or a
+    rule that matches on attributes never adopts anything. One VIP task (adopted and
+    accepted) and one other (left alone), both offered while the bridge was down."""
+    down = dead_url()
+    emulator = start_emulator(options=SeedOptions(assignment_url=f"{down}/taskrouter/assignment"))
+    client = twilio_client(emulator)
+    bridge = RunningBridge()
+    vip_only = {
+        "assignment": {
+            "rules": [
+                {"name": "vip", "match": {"task_attributes": {"tier": "vip"}}, "op": "accept"}
+            ]
+        }
+    }
+    try:
+        tasks = ws(client, emulator).tasks
+        vip = await tasks.create_async(attributes=json.dumps({"tier": "vip"}))
+        other = await tasks.create_async(attributes=json.dumps({"tier": "basic"}))
+        async with aiohttp.ClientSession() as session:
+            admin = Admin(emulator, session)
+
+            async def both_missed() -> bool:
+                return len(await _callback_failed(admin)) >= 2
+
+            await wait_until(both_missed, timeout=15)
+            bridge.start(settings_for(emulator, tmp_path / "journal.db", vip_only))
+            [vip_res] = await tasks(vip.sid).reservations.list_async()
+
+            async def accepted() -> bool:
+                r = await tasks(vip.sid).reservations(vip_res.sid).fetch_async()
+                return bool(r.reservation_status == "accepted")
+
+            await wait_until(accepted, timeout=15)
+            entries = await admin.log("rest")
+            assert len([u for u in reservation_updates(entries, vip_res.sid) if u["applied"]]) == 1
+            [other_res] = await tasks(other.sid).reservations.list_async()
+            assert other_res.reservation_status == "pending"
+            assert not reservation_updates(entries, other_res.sid)
+    finally:
+        bridge.stop()
+        await client.http_client.close()
