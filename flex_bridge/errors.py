@@ -22,7 +22,7 @@ nothing above the adapters catches a library's exception type.
         └── RejectedError           4xx: Twilio refused; carries Twilio's code
             ├── NotFoundError       404 / 20404
             ├── AlreadyExistsError  409: created already (a Sync map or item)
-            ├── ConflictError       the state does not allow it (20001, 40114, 40135, 40136)
+            ├── ConflictError       the state does not allow it (protocol.CONFLICT_CODES)
             └── PreconditionFailed  412 (If-Match mismatch: 20412, 54103, 54205, 54155)
 """
 

@@ -40,8 +40,10 @@ ENRICH_MARGIN: Final = 1.0
 INSTRUCTION_GRACE: Final = 10.0
 """How long an instruction intent belongs to the callback answering with it."""
 
-CONFLICT_CODES: Final = frozenset({20001, 40114, 40135, 40136})
-"""Twilio's codes for "the reservation's state does not allow this change"."""
+CONFLICT_CODES: Final = frozenset({20001, 40114, 40123, 40135, 40136, 40144})
+"""Twilio's codes for "the reservation's state does not allow this change": 20001 (the state
+does not allow it), 40114 call, 40123 redirect, 40135 dequeue and 40136 conference on a
+reservation no longer pending, 40144 (a reservation no longer in the expected state)."""
 EVENT_STATUS: Final[dict[str, ReservationStatus]] = {
     "reservation.accepted": "accepted",
     "reservation.rejected": "rejected",
