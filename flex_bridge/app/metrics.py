@@ -10,45 +10,44 @@ from flex_bridge.domain.intents import Intent
 from flex_bridge.errors import RateLimitedError
 
 
+def _counter(registry: CollectorRegistry, name: str, doc: str, *labels: str) -> Counter:
+    return Counter(f"flex_bridge_{name}", doc, labels, registry=registry)
+
+
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.intents = Counter(
-            "flex_bridge_intents_total",
+        self.registry = r = CollectorRegistry()
+        self.intents = _counter(
+            r,
+            "intents_total",
             "Intents by op, source and how they settled.",
-            ["op", "source", "outcome"],
-            registry=r,
+            "op",
+            "source",
+            "outcome",
         )
-        self.phases = Counter(
-            "flex_bridge_intent_transitions_total",
-            "Journal state transitions of intents.",
-            ["op", "state"],
-            registry=r,
+        self.phases = _counter(
+            r, "intent_transitions_total", "Journal state transitions of intents.", "op", "state"
         )
-        self.upstream = Counter(
-            "flex_bridge_upstream_calls_total",
+        self.upstream = _counter(
+            r,
+            "upstream_calls_total",
             "Calls to Twilio by system, operation and result.",
-            ["system", "operation", "result"],
-            registry=r,
+            "system",
+            "operation",
+            "result",
         )
-        self.retries = Counter(
-            "flex_bridge_upstream_retries_total",
+        self.retries = _counter(
+            r,
+            "upstream_retries_total",
             "Retries of transient upstream failures.",
-            ["system", "reason"],
-            registry=r,
+            "system",
+            "reason",
         )
-        self.rate_limited = Counter(
-            "flex_bridge_upstream_429_total",
-            "HTTP 429 answers met, by system.",
-            ["system"],
-            registry=r,
+        self.rate_limited = _counter(
+            r, "upstream_429_total", "HTTP 429 answers met, by system.", "system"
         )
-        self.sync_writes = Counter(
-            "flex_bridge_sync_writes_total",
-            "Sync channel writes by outcome.",
-            ["outcome"],
-            registry=r,
+        self.sync_writes = _counter(
+            r, "sync_writes_total", "Sync channel writes by outcome.", "outcome"
         )
         self.webhook_latency = Histogram(
             "flex_bridge_webhook_seconds",
@@ -57,40 +56,33 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
-        self.webhooks = Counter(
-            "flex_bridge_webhooks_total",
-            "Webhooks received by endpoint and result.",
-            ["endpoint", "result"],
-            registry=r,
+        self.webhooks = _counter(
+            r, "webhooks_total", "Webhooks received by endpoint and result.", "endpoint", "result"
         )
-        self.handler_failures = Counter(
-            "flex_bridge_event_handler_failures_total",
+        self.handler_failures = _counter(
+            r,
+            "event_handler_failures_total",
             "Event handlers that raised, by event type.",
-            ["event_type"],
-            registry=r,
+            "event_type",
         )
-        self.escalations = Counter(
-            "flex_bridge_escalations_total",
-            "Tasks escalated after reservation timeouts, by level.",
-            ["level"],
-            registry=r,
+        self.escalations = _counter(
+            r, "escalations_total", "Tasks escalated after reservation timeouts, by level.", "level"
         )
-        self.enrichments = Counter(
-            "flex_bridge_enrichments_total",
+        self.enrichments = _counter(
+            r,
+            "enrichments_total",
             "Task enrichments by outcome (ok, partial, failed, skipped).",
-            ["status"],
-            registry=r,
+            "status",
         )
-        self.enricher_results = Counter(
-            "flex_bridge_enricher_results_total",
+        self.enricher_results = _counter(
+            r,
+            "enricher_results_total",
             "Enricher runs by enricher and result (ok, empty, timeout, error).",
-            ["enricher", "status"],
-            registry=r,
+            "enricher",
+            "status",
         )
         self.in_flight = Gauge(
-            "flex_bridge_intents_in_flight",
-            "Intents being driven by this process.",
-            registry=r,
+            "flex_bridge_intents_in_flight", "Intents being driven by this process.", registry=r
         )
 
     def count_step(self, intent: Intent) -> None:

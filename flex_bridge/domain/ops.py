@@ -28,7 +28,18 @@ def _sid_schema(prefix: str) -> JSON:
 _SID = _sid_schema("WA")
 _URL = {"type": "string", "format": "uri", "minLength": 1, "maxLength": 2048}
 _PHONE = {"type": "string", "minLength": 1, "maxLength": 256}
-_EVENTS = {"type": "array", "items": {"type": "string", "maxLength": 64}, "maxItems": 16}
+# Call progress events (the StatusCallbackEvent of the voice instructions) and conference
+# events (ConferenceStatusCallbackEvent), as Twilio's OpenAPI document enumerates them.
+_CALL_EVENTS = {
+    "type": "array",
+    "items": {"enum": ["initiated", "ringing", "answered", "completed"]},
+    "maxItems": 4,
+}
+_CONFERENCE_EVENTS = {
+    "type": "array",
+    "items": {"enum": ["start", "end", "join", "leave", "mute", "hold", "speaker"]},
+    "maxItems": 7,
+}
 
 
 def _schema(properties: JSON, required: tuple[str, ...] = ()) -> JSON:
@@ -56,7 +67,9 @@ PARAM_SCHEMAS: Final[dict[str, JSON]] = {
             "record": {"type": "boolean"},
             "post_work_activity_sid": _SID,
             "status_callback": _URL,
-            "status_callback_event": _EVENTS,
+            "status_callback_event": _CALL_EVENTS,
+            "conference_status_callback": _URL,
+            "conference_status_callback_event": _CONFERENCE_EVENTS,
             "end_conference_on_exit": {"type": "boolean"},
             "early_media": {"type": "boolean"},
         }
@@ -69,7 +82,7 @@ PARAM_SCHEMAS: Final[dict[str, JSON]] = {
             "record": {"type": "string", "maxLength": 64},
             "timeout": {"type": "integer", "minimum": 1, "maximum": 600},
             "status_callback_url": _URL,
-            "status_callback_event": _EVENTS,
+            "status_callback_event": _CALL_EVENTS,
         },
         ("from",),
     ),
@@ -79,7 +92,8 @@ PARAM_SCHEMAS: Final[dict[str, JSON]] = {
             "to": _PHONE,
             "url": _URL,
             "accept": {"type": "boolean"},
-            "record": {"type": "boolean"},
+            # CallRecord is a string in Twilio's API: whether, or which leg, to record.
+            "record": {"type": "string", "maxLength": 64},
             "timeout": {"type": "integer", "minimum": 1, "maximum": 600},
             "status_callback_url": _URL,
         },
@@ -106,6 +120,8 @@ _FIELDS: Final[dict[str, dict[str, str]]] = {
         "post_work_activity_sid": "PostWorkActivitySid",
         "status_callback": "StatusCallback",
         "status_callback_event": "StatusCallbackEvent",
+        "conference_status_callback": "ConferenceStatusCallback",
+        "conference_status_callback_event": "ConferenceStatusCallbackEvent",
         "end_conference_on_exit": "EndConferenceOnExit",
         "early_media": "EarlyMedia",
     },
@@ -199,8 +215,13 @@ def instruction_reply(op: str, params: JSON) -> JSON:
         raise ValueError(f"{op} cannot be given as an assignment instruction")
     taken, renames = _FIELDS.get(op, {}), _REPLY_RENAMES.get(op, {})
     reply: JSON = {"instruction": op}
-    reply.update({renames.get(k, k): v for k, v in params.items() if k in taken})
+    reply.update({renames.get(k, k): _reply_value(v) for k, v in params.items() if k in taken})
     return reply
+
+
+def _reply_value(value: Any) -> Any:
+    """A reply carries event lists as Twilio documents them: one comma-separated string."""
+    return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
 def outcome_of(op: str, params: JSON, status: str) -> str:

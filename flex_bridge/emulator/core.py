@@ -21,7 +21,7 @@ from flex_bridge.emulator.taskrouter import (
     TaskRouter,
     register_taskrouter_routes,
 )
-from flex_bridge.emulator.webhooks import WebhookSender
+from flex_bridge.emulator.webhooks import SharedKey, WebhookSender
 
 DEFAULT_ACCOUNT_SID = "ACf1eb0000000000000000000000000001"
 DEFAULT_AUTH_TOKEN = "emulator-auth-token"
@@ -37,8 +37,10 @@ class EmulatorConfig:
     fault_seed: int = 0
     sync_rate_limit: bool = True
     assignment_timeout: float = ASSIGNMENT_TIMEOUT
+    event_retry: bool = False  # Twilio documents no retry of event callbacks
     event_attempts: int = 3
     event_retry_base: float = 1.0
+    webhook_signing: tuple[SharedKey, ...] = ()  # empty: the auth token signs (HMAC-SHA1)
 
 
 class Emulator:
@@ -52,8 +54,10 @@ class Emulator:
         self.sender = WebhookSender(
             self.config.auth_token,
             self.log,
+            retry_events=self.config.event_retry,
             event_attempts=self.config.event_attempts,
             retry_base=self.config.event_retry_base,
+            signing=self.config.webhook_signing,
         )
         rt = self.runtime = Runtime(
             self.config.account_sid, self.clock, self.scheduler, self.feed, self.log, self.sender

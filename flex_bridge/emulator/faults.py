@@ -5,6 +5,10 @@ expression on the path below ``/v1``). Every matching rule contributes: latencie
 the first rule that draws an error decides the answer. Draws come from one ``random.Random``
 seeded by the caller, so a run with the same seed and the same request order injects the same
 faults.
+
+Injected errors are 429, 500 and 503 on any product (Twilio unavailable or busy), and on IAM
+token validation also 400, 401 and 403 (the request or the credentials refused), each in
+Twilio's error shape with its code (:func:`fault_error`).
 """
 
 from __future__ import annotations
@@ -15,10 +19,37 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from flex_bridge.emulator.api import ApiError
 from flex_bridge.emulator.ratelimit import TokenBucket
 
 ERROR_STATUSES = (429, 500, 503)
+# Refusals that only IAM token validation can be made to answer: a bad request, bad
+# credentials (20003, https://www.twilio.com/docs/errors/20003) and a forbidden account
+# (20403, https://www.twilio.com/docs/api/errors/20403).
+IAM_REFUSALS = (400, 401, 403)
 LOSE_MODES = ("drop", "504")
+FAULT_ERRORS: dict[int, tuple[int, str]] = {
+    400: (20001, "Bad Request: the token validation request was refused"),
+    401: (20003, "Authentication Error - invalid username or password"),
+    403: (20403, "403 Forbidden: the account may not access this resource"),
+    429: (20429, "Too Many Requests"),
+    500: (20500, "Internal Server Error"),
+    503: (20503, "Service Unavailable"),
+    504: (20504, "Gateway Timeout: the request was applied but its response was lost"),
+}
+
+
+def fault_error(status: int, retry_after: float | None = None) -> ApiError:
+    """The answer of an injected error: Twilio's code and message for the status, with
+    ``Retry-After`` (whole seconds, rounded up, at least 1) when given, and the
+    ``WWW-Authenticate`` challenge on a 401 as Twilio sends it."""
+    code, message = FAULT_ERRORS[status]
+    headers: dict[str, str] = {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after + 0.499)))
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="Twilio API"'
+    return ApiError(status, code, message, headers)
 
 
 class FaultSpecError(ValueError):
@@ -124,9 +155,12 @@ def parse_rule(raw: Any) -> FaultRule:
     rates = raw.get("error_rates", {})
     if not isinstance(rates, dict):
         raise FaultSpecError("error_rates must map a status (429, 500, 503) to a probability")
+    allowed = ERROR_STATUSES if product != "iam" else IAM_REFUSALS + ERROR_STATUSES
     for status, p in rates.items():
-        if str(status) not in {str(s) for s in ERROR_STATUSES}:
-            raise FaultSpecError(f"error_rates: status {status} is not one of 429, 500, 503")
+        if str(status) not in {str(s) for s in allowed}:
+            names = ", ".join(map(str, allowed))
+            hint = "" if product == "iam" else " (400, 401 and 403 need product iam)"
+            raise FaultSpecError(f"error_rates: status {status} is not one of {names}{hint}")
         rule.error_rates[int(status)] = _probability(p, f"error_rates[{status}]")
     if sum(rule.error_rates.values()) > 1:
         raise FaultSpecError("error_rates must add up to at most 1")

@@ -3,6 +3,15 @@
 Tokens are issued by the admin API (``POST /_emulator/tokens``) for a worker SID, a list of
 roles and a lifetime; they expire on the emulator clock, so a test can age one past its
 expiry with ``/_emulator/clock/advance``.
+
+The answer is always 200 with every field of :data:`ANSWER_FIELDS`. A valid token gives
+``valid: true, code: 0, message: null`` and its identity, as Twilio's own validator documents
+it (https://github.com/twilio/twilio-flex-token-validator, "Token Result"), plus the Flex
+instance and Flex user SIDs the Flex User Token API puts in a token's ``token_info``
+(https://www.twilio.com/docs/flex/developer/user-management/flex-token-api). An invalid one
+gives ``valid: false``, a Twilio code and message (20101 unknown token, 20104 expired) and
+every other field null: what Twilio puts there is not documented, and null is the answer a
+client can least rely on.
 """
 
 from __future__ import annotations
@@ -18,6 +27,25 @@ ROLES = frozenset({"agent", "supervisor", "admin"})
 # Far longer than any Flex token lives (Twilio caps access tokens at 24 h), yet every expiry
 # stays a date that can be rendered.
 MAX_TTL = 10 * 365 * 86_400
+ANSWER_FIELDS = (
+    "valid",
+    "code",
+    "message",
+    "expiration",
+    "realm_user_id",
+    "identity",
+    "roles",
+    "worker_sid",
+    "flex_instance_sid",
+    "flex_user_sid",
+)
+# https://www.twilio.com/docs/api/errors/20101 and .../20104
+UNKNOWN_TOKEN = (20101, "Invalid Access Token")
+EXPIRED_TOKEN = (20104, "Access Token expired or expiration date invalid")
+
+
+def _sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +56,8 @@ class IssuedToken:
     roles: tuple[str, ...]
     expires: float
     realm_user_id: str
+    flex_instance_sid: str
+    flex_user_sid: str
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -37,13 +67,17 @@ class IssuedToken:
             "roles": list(self.roles),
             "expiration": iso(self.expires),
             "realm_user_id": self.realm_user_id,
+            "flex_instance_sid": self.flex_instance_sid,
+            "flex_user_sid": self.flex_user_sid,
         }
 
 
 class TokenStore:
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
+        self.flex_instance_sid = _sid("GO")
         self._tokens: dict[str, IssuedToken] = {}
+        self._users: dict[str, str] = {}  # identity -> its Flex user SID, stable across tokens
 
     def issue(
         self,
@@ -64,25 +98,25 @@ class TokenStore:
             worker_sid=worker_sid,
             roles=tuple(roles),
             expires=self.clock.now() + ttl,
-            realm_user_id="US" + secrets.token_hex(16),
+            realm_user_id=_sid("US"),
+            flex_instance_sid=self.flex_instance_sid,
+            flex_user_sid=self._users.setdefault(identity, _sid("FU")),
         )
         self._tokens[token.token] = token
         return token
 
     def validate(self, token: str) -> dict[str, Any]:
+        """The validation answer: every field of ``ANSWER_FIELDS``, in that order."""
         issued = self._tokens.get(token)
-        if issued is None:
-            return {"valid": False, "message": "Token is not valid"}
-        if issued.expires <= self.clock.now():
-            return {"valid": False, "message": "Token has expired"}
-        return {
-            "valid": True,
-            "identity": issued.identity,
-            "worker_sid": issued.worker_sid,
-            "roles": list(issued.roles),
-            "realm_user_id": issued.realm_user_id,
-            "expiration": iso(issued.expires),
-        }
+        if issued is None or issued.expires <= self.clock.now():
+            code, message = UNKNOWN_TOKEN if issued is None else EXPIRED_TOKEN
+            refused: dict[str, Any] = dict.fromkeys(ANSWER_FIELDS)
+            refused.update(valid=False, code=code, message=message)
+            return refused
+        described = issued.describe()
+        answer = {name: described.get(name) for name in ANSWER_FIELDS}
+        answer.update(valid=True, code=0, message=None)
+        return answer
 
     def count(self) -> int:
         return len(self._tokens)

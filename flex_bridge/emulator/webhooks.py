@@ -1,13 +1,20 @@
 """Outgoing webhooks: signed form POSTs, as TaskRouter sends them.
 
-Each request carries ``X-Twilio-Signature`` computed with the account's auth token over the
-full URL and the sorted form parameters (``twilio.request_validator`` computes it, so the
-emulator signs exactly as the validator checks) and an ``I-Twilio-Idempotency-Token`` that
-stays the same across retries of one delivery.
+Each request carries ``X-Twilio-Signature`` over the full URL and the sorted form parameters
+(``twilio.request_validator`` computes it, so the emulator signs exactly as the validator
+checks) and an ``I-Twilio-Idempotency-Token`` that stays the same across retries of one
+delivery. By default the signature is HMAC-SHA1 with the account's auth token. With shared
+keys set (``signing``), it is made with a SharedKey's secret and algorithm instead, and
+``X-Twilio-Webhooks-Signature-Settings: key=<id>,algorithm=<algorithm>`` says so, as Twilio
+does when a Webhook Rule matches the URL, see
+https://www.twilio.com/docs/usage/webhooks/webhook-shared-keys. Two keys model a Rule that
+splits traffic between two Settings while a key is rotated: each webhook (each attempt) is
+signed with one of them, drawn by their ``percent``.
 
-Event callbacks that fail (a connection error, a timeout, or a 5xx/429 answer) are retried up
-to ``event_attempts`` times in all, after 1 s, 2 s, 4 s, ... (emulator real time). A 4xx
-answer other than 429 is final: Twilio does not retry a callback the receiver refused.
+Event callbacks are sent once: Twilio documents no retry of TaskRouter event callbacks. With
+``retry_events`` on, one that fails (a connection error, a timeout, or a 5xx/429 answer) is
+retried up to ``event_attempts`` times in all, after 1 s, 2 s, 4 s, ... (real time); a 4xx
+answer other than 429 is final.
 
 Once ``close`` has run (the emulator is shutting down) nothing more is sent: a delivery or an
 assignment offer still in flight gets an error result instead of a new HTTP session.
@@ -16,12 +23,21 @@ assignment offer still in flight gets an error result instead of a new HTTP sess
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import (
+    HMAC_SHA1,
+    HMAC_SHA256,
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+)
 
 from flex_bridge.emulator.log import RequestLog, mask
 
@@ -38,6 +54,58 @@ class WebhookResult:
         return self.status is not None and 200 <= self.status < 300
 
 
+ALGORITHMS = (HMAC_SHA256, HMAC_SHA1)
+SIGNING_FIELDS = frozenset({"key", "secret", "algorithm", "percent"})
+
+
+@dataclass(frozen=True, slots=True)
+class SharedKey:
+    """A webhook-signing SharedKey, as a Webhook Setting names it with its algorithm."""
+
+    key: str  # the SharedKey's id (``webhooks_sharedkey_...``)
+    secret: str
+    algorithm: str = HMAC_SHA256
+    percent: float = 100.0  # the share of webhooks it signs, when two keys are set
+
+    def describe(self) -> dict[str, Any]:
+        """The key without its secret."""
+        return {"key": self.key, "algorithm": self.algorithm, "percent": self.percent}
+
+
+def parse_signing(raw: Any) -> tuple[SharedKey, ...]:
+    """Shared keys from their JSON form: null (sign with the auth token), one object
+    ``{"key", "secret", "algorithm"}``, or a list of one or two such objects with a
+    ``percent`` each (adding up to 100; equal shares when left out). ``ValueError`` names
+    what is wrong."""
+    if raw is None:
+        return ()
+    entries = raw if isinstance(raw, list) else [raw]
+    if not 1 <= len(entries) <= 2:
+        raise ValueError("webhook_signing must be null, one shared key or a list of one or two")
+    keys = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ValueError('each shared key must be an object {"key", "secret", "algorithm"}')
+        unknown = set(entry) - SIGNING_FIELDS
+        if unknown:
+            raise ValueError(f"unknown shared key field(s): {', '.join(sorted(unknown))}")
+        key, secret = entry.get("key"), entry.get("secret")
+        algorithm = entry.get("algorithm", HMAC_SHA256)
+        percent = entry.get("percent", 100 / len(entries))
+        if not isinstance(key, str) or not key or not isinstance(secret, str) or not secret:
+            raise ValueError("a shared key needs a non-empty key (its id) and secret")
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}")
+        if isinstance(percent, bool) or not isinstance(percent, int | float):
+            raise ValueError("percent must be a number")
+        if not 0 <= percent <= 100:
+            raise ValueError("percent must be between 0 and 100")
+        keys.append(SharedKey(key, secret, algorithm, float(percent)))
+    if not math.isclose(sum(k.percent for k in keys), 100):
+        raise ValueError("the percents of the shared keys must add up to 100")
+    return tuple(keys)
+
+
 class WebhookSender:
     def __init__(
         self,
@@ -45,14 +113,19 @@ class WebhookSender:
         log: RequestLog,
         *,
         event_timeout: float = 15.0,
+        retry_events: bool = False,
         event_attempts: int = 3,
         retry_base: float = 1.0,
+        signing: tuple[SharedKey, ...] = (),
     ) -> None:
         self.validator = RequestValidator(auth_token)
         self.log = log
         self.event_timeout = event_timeout
+        self.retry_events = retry_events
         self.event_attempts = event_attempts
         self.retry_base = retry_base
+        self.signing = signing
+        self._rng = random.Random(0)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -75,6 +148,27 @@ class WebhookSender:
         if self._session is not None:
             await self._session.close()
 
+    def signature_headers(self, url: str, params: Mapping[str, str]) -> dict[str, str]:
+        """``X-Twilio-Signature``, and with a shared key the header naming it."""
+        key = self._shared_key()
+        if key is None:
+            return {SIGNATURE_HEADER: self.validator.compute_signature(url, dict(params))}
+        signature = RequestValidator(key.secret).compute_signature(url, dict(params), key.algorithm)
+        return {
+            SIGNATURE_HEADER: signature,
+            SIGNATURE_SETTINGS_HEADER: f"key={key.key},algorithm={key.algorithm}",
+        }
+
+    def _shared_key(self) -> SharedKey | None:
+        if not self.signing:
+            return None
+        draw = self._rng.uniform(0, 100)
+        for key in self.signing:
+            if draw < key.percent:
+                return key
+            draw -= key.percent
+        return self.signing[-1]
+
     async def post(
         self,
         kind: str,
@@ -85,9 +179,8 @@ class WebhookSender:
         idempotency_token: str | None = None,
         attempt: int = 1,
     ) -> WebhookResult:
-        signature = self.validator.compute_signature(url, dict(params))
         headers = {
-            "X-Twilio-Signature": signature,
+            **self.signature_headers(url, params),
             "I-Twilio-Idempotency-Token": idempotency_token or uuid.uuid4().hex,
             "User-Agent": "TwilioProxy/1.1 (flex-bridge emulator)",
         }
@@ -134,10 +227,11 @@ class WebhookSender:
             error=result.error,
             attempt=attempt,
             idempotency_token=headers["I-Twilio-Idempotency-Token"],
+            signature_settings=headers.get(SIGNATURE_SETTINGS_HEADER),
         )
 
     def send_event(self, url: str, params: Mapping[str, str]) -> None:
-        """Deliver an event callback in the background, with the retry rule above."""
+        """Deliver an event callback in the background: once, or with the retry rule above."""
         if self._closed:
             return
         task = asyncio.get_running_loop().create_task(self._deliver_event(url, dict(params)))
@@ -146,7 +240,8 @@ class WebhookSender:
 
     async def _deliver_event(self, url: str, params: dict[str, str]) -> None:
         token = uuid.uuid4().hex
-        for attempt in range(1, self.event_attempts + 1):
+        attempts = self.event_attempts if self.retry_events else 1
+        for attempt in range(1, attempts + 1):
             result = await self.post(
                 "event",
                 url,
@@ -158,6 +253,6 @@ class WebhookSender:
             final = result.ok or (
                 result.status is not None and 400 <= result.status < 500 and result.status != 429
             )
-            if final or attempt == self.event_attempts:
+            if final or attempt == attempts:
                 return
             await asyncio.sleep(self.retry_base * 2 ** (attempt - 1))

@@ -92,6 +92,7 @@ def _answer(intent: Intent) -> Response:
 
 
 UPSTREAM_CODES = frozenset({503, 20429, 20500, 20503, 20504})
+CREDENTIAL_CODES = frozenset({20003, 20403})  # the bridge's own credentials: a bad gateway
 
 
 def _failure_status(code: int | None, reservation_status: str | None) -> int:
@@ -102,6 +103,8 @@ def _failure_status(code: int | None, reservation_status: str | None) -> int:
         return 409
     if code in UPSTREAM_CODES or (code is not None and 500 <= code < 600):
         return 503
+    if code is not None and code >= 10_000 and code not in CREDENTIAL_CODES:
+        return 422  # Twilio refused the request itself: the plugin asked for what cannot be
     return 502
 
 

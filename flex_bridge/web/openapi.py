@@ -93,6 +93,8 @@ def _errors(*statuses: int) -> JSON:
         413: "The body is over 256 KiB; for attributes, also a result over 4,096 characters "
         "(error.size, error.limit).",
         415: "The body is not application/merge-patch+json or application/json.",
+        422: "TaskRouter refused the change as invalid for this task or reservation (Twilio's "
+        "code): a voice instruction on a task with no call, say.",
         502: "TaskRouter refused the change for another reason (Twilio's code).",
         503: "TaskRouter or Sync is unavailable (Twilio's code).",
     }
@@ -128,7 +130,7 @@ def openapi_document() -> JSON:
                 "responses": {
                     "200": _response("The intent settled: applied.", "IntentAnswer"),
                     "202": _response("The intent is still running.", "IntentAnswer"),
-                    **_errors(400, 401, 403, 404, 409, 413, 502, 503),
+                    **_errors(400, 401, 403, 404, 409, 413, 422, 502, 503),
                 },
             }
         }

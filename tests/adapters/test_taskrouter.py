@@ -39,10 +39,15 @@ async def tr(emulator: RunningEmulator) -> AsyncIterator[TwilioTaskRouter]:
     await client.http_client.close()
 
 
-async def new_reservation(tr: TwilioTaskRouter, attributes: dict[str, Any] | None = None) -> Any:
+async def new_reservation(
+    tr: TwilioTaskRouter, attributes: dict[str, Any] | None = None, *, voice: bool = False
+) -> Any:
     """A task, reserved for a seeded worker: (task_sid, pending reservation)."""
     ws = tr._ws
-    task = await ws.tasks.create_async(attributes=json.dumps(attributes or {"type": "support"}))
+    channel = {"task_channel": "voice"} if voice else {}
+    task = await ws.tasks.create_async(
+        attributes=json.dumps(attributes or {"type": "support"}), **channel
+    )
     reservations = await ws.tasks(task.sid).reservations.list_async()
     assert len(reservations) == 1
     return task.sid, reservations[0]
@@ -128,9 +133,11 @@ async def test_reject_wrapup_and_complete(tr: TwilioTaskRouter, emulator: Runnin
                 "record": True,
                 "end_conference_on_exit": False,
                 "status_callback": "https://example.com/status",
-                "status_callback_event": ["start", "end"],
+                "status_callback_event": ["initiated", "completed"],
+                "conference_status_callback": "https://example.com/conference",
+                "conference_status_callback_event": ["start", "end"],
             },
-            "accepted",
+            "pending",  # taken: the agent's phone rings
         ),
         (
             "dequeue",
@@ -141,9 +148,13 @@ async def test_reject_wrapup_and_complete(tr: TwilioTaskRouter, emulator: Runnin
                 "timeout": 20,
                 "status_callback_event": ["initiated", "completed"],
             },
-            "accepted",
+            "pending",
         ),
-        ("call", {"from": "+15550100", "url": URL, "accept": True, "record": False}, "accepted"),
+        (
+            "call",
+            {"from": "+15550100", "url": URL, "accept": True, "record": "do-not-record"},
+            "accepted",  # accepts first, then rings
+        ),
         ("call", {"from": "+15550100", "url": URL, "accept": False}, "pending"),
         ("redirect", {"call_sid": "CA" + "1" * 32, "url": URL, "accept": True}, "accepted"),
     ],
@@ -151,8 +162,9 @@ async def test_reject_wrapup_and_complete(tr: TwilioTaskRouter, emulator: Runnin
 async def test_every_instruction_goes_through_the_official_client(
     tr: TwilioTaskRouter, op: str, params: dict[str, Any], status: str
 ) -> None:
-    """rest_params' field names become the client's keywords and reach TaskRouter intact."""
-    task_sid, reservation = await new_reservation(tr)
+    """rest_params' field names become the client's keywords and reach TaskRouter intact
+    (voice instructions on a voice task, with the caller's call in its attributes)."""
+    task_sid, reservation = await new_reservation(tr, {"call_sid": "CA" + "2" * 32}, voice=True)
     view = await tr.update_reservation(task_sid, reservation.sid, rest_params(op, params))
     assert view.status == status
 

@@ -8,6 +8,7 @@ emulator's log, whose ``seq`` numbers prove ordering.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -38,11 +39,18 @@ class Env:
         await self.session.close()
 
     # ---------------------------------------------------------------------------- TaskRouter
-    async def create_task(self, attributes: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
-        """A new task and the pending reservation the emulator made for it."""
-        task = await self.ws.tasks.create_async(
-            attributes=json.dumps(dict(attributes or {"type": "support"}))
-        )
+    async def create_task(
+        self, attributes: Mapping[str, Any] | None = None, *, voice: bool = False
+    ) -> tuple[Any, Any]:
+        """A new task and the pending reservation the emulator made for it. ``voice``: on the
+        voice channel, with the caller's call in its attributes (what a voice instruction
+        needs)."""
+        chosen = dict(attributes or {"type": "support"})
+        channel = {}
+        if voice:
+            chosen.setdefault("call_sid", "CA" + os.urandom(16).hex())
+            channel = {"task_channel": "voice"}
+        task = await self.ws.tasks.create_async(attributes=json.dumps(chosen), **channel)
         [reservation] = await self.ws.tasks(task.sid).reservations.list_async()
         return task, reservation
 

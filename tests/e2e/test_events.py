@@ -8,6 +8,8 @@ from typing import Any
 
 import jsonschema
 
+from flex_bridge.app.recovery import Recovery
+from flex_bridge.domain.protocol import INSTRUCTION_GRACE
 from tests.e2e import handlers_fixture
 from tests.e2e.conftest import OpenEnv
 from tests.e2e.env import Env
@@ -235,17 +237,28 @@ async def test_an_accept_that_failed_then_happened_elsewhere_converges(
     jsonschema.validate(write["data"], SCHEMA)
 
 
+async def _instructed(env: Env, reservation_sid: str) -> bool:
+    intent = env.latest_for(reservation_sid)
+    return intent is not None and intent.state in ("instructed", "applied", "settled")
+
+
 async def test_a_late_event_does_not_move_the_channel_back(open_env: OpenEnv) -> None:
     env = await open_env(policy={})
-    task, reservation = await env.create_task()
+    task, reservation = await env.create_task(voice=True)
     await wait_until(lambda: env.assignment_callbacks(reservation.sid))
     token = await env.admin.token(reservation.worker_sid, ["agent"])
-    # Accepted by a conference instruction (so no accept intent exists), then wrapped up.
-    for op, params in (("conference", {"from": "+15550100"}), ("wrapup", {})):
-        status, body = await env.plugin(
-            reservation.sid, op, {"task_sid": task.sid, **params}, token=token
-        )
-        assert status == 200, body
+    # Accepted by a conference instruction (so no accept intent exists): the agent's phone
+    # rings, and answers (the emulator's ring time passes); then wrapped up.
+    status, body = await env.plugin(
+        reservation.sid, "conference", {"task_sid": task.sid, "from": "+15550100"}, token=token
+    )
+    assert status in (200, 202), body
+    await wait_until(lambda: _instructed(env, reservation.sid))
+    await env.admin.advance(10)
+    await wait_until(lambda: env.events_sent("reservation.accepted", reservation.sid))
+    env.idle()
+    status, body = await env.plugin(reservation.sid, "wrapup", {"task_sid": task.sid}, token=token)
+    assert status == 200, body
     await wait_until(lambda: env.events_sent("reservation.wrapup", reservation.sid))
     env.idle()
     _drain(env)
@@ -275,3 +288,39 @@ async def test_a_late_event_does_not_move_the_channel_back(open_env: OpenEnv) ->
     after = item_writes(await env.rest(), reservation.sid)
     assert after == before
     assert env.latest_for(reservation.sid).op == "wrapup"
+
+
+async def test_a_conference_in_the_callback_reply_rings_and_is_never_resent(
+    open_env: OpenEnv,
+) -> None:
+    """The instruction path of a ringing conference: answered in the assignment callback, the
+    item pending while the agent's phone rings, recovery sweeps long after the grace send
+    nothing over REST, and TaskRouter's accepted event settles it applied."""
+    rule = {"name": "all", "op": "conference", "via": "instruction", "params": {"from": "+1555"}}
+    env = await open_env(policy={"assignment": {"rules": [rule]}})
+    for sid in env.worker_sids():
+        await env.admin.request("POST", f"/_emulator/workers/{sid}/ring", json_body={"seconds": 30})
+    task, reservation = await env.create_task(voice=True)
+    await wait_until(lambda: _instructed(env, reservation.sid))
+
+    async def sweep_later(svc: Any) -> int:
+        coordinator = svc.coordinator
+        real = coordinator.clock
+        coordinator.clock = lambda: real() + 3 * INSTRUCTION_GRACE
+        try:
+            return int(await Recovery(coordinator).sweep())
+        finally:
+            coordinator.clock = real
+
+    for _ in range(3):
+        env.bridge.call(sweep_later)
+    env.idle()
+    entries = await env.rest()
+    assert not reservation_updates(entries, reservation.sid)  # never over REST
+    assert [w["data"]["phase"] for w in item_writes(entries, reservation.sid)] == ["pending"]
+    assert (await env.reservation(task.sid, reservation.sid)).reservation_status == "pending"
+
+    await env.admin.advance(31)
+    write: Any = await wait_until(lambda: _observed_item(env, reservation.sid, "accepted"))
+    assert write["data"]["phase"] == "applied" and write["data"]["op"] == "conference"
+    assert not reservation_updates(await env.rest(), reservation.sid)

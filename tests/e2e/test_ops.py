@@ -143,7 +143,7 @@ async def test_openapi_document_describes_the_flex_api(open_env: OpenEnv) -> Non
         body = operation["requestBody"]
         assert body["required"] is True
         assert body["content"]["application/json"]["schema"] == PARAM_SCHEMAS[op]
-        for code in ("200", "202", "400", "401", "403", "404", "409", "502", "503"):
+        for code in ("200", "202", "400", "401", "403", "404", "409", "422", "502", "503"):
             assert code in operation["responses"], (op, code)
         wait = [p for p in operation["parameters"] if p["name"] == "wait"]
         assert wait and wait[0]["in"] == "query"

@@ -10,10 +10,19 @@ import json
 from typing import Any
 
 import jsonschema
+import pytest
 
+from flex_bridge.app.recovery import Recovery
+from flex_bridge.domain.protocol import INSTRUCTION_GRACE
 from tests.e2e.conftest import OpenEnv
 from tests.e2e.env import Env, assert_error
-from tests.support.bridge import ITEM_SCHEMA, item_writes, reservation_updates, wait_until
+from tests.support.bridge import (
+    ITEM_SCHEMA,
+    item_writes,
+    reservation_updates,
+    settled_item,
+    wait_until,
+)
 
 DEFER_ALL: dict[str, Any] = {}
 SCHEMA = json.loads(ITEM_SCHEMA.read_text())
@@ -174,6 +183,28 @@ async def test_missing_invalid_and_expired_tokens_are_401(open_env: OpenEnv) -> 
 
     assert env.journal_count() == {}
     assert not await env.accepts(reservation.sid)
+
+
+@pytest.mark.parametrize("refusal", [400, 401, 403])
+async def test_a_token_iam_refuses_with_4xx_is_401_and_an_outage_is_503(
+    open_env: OpenEnv, refusal: int
+) -> None:
+    """Twilio's validation answers 4xx when the request or the token is bad: the caller gets
+    401. Only 5xx, 429 and timeouts mean Twilio is unavailable (503)."""
+    env = await open_env(policy=DEFER_ALL)
+    task, reservation, token = await _pending(env)
+    body_ok = {"task_sid": task.sid}
+    rule = {"product": "iam", "error_rates": {str(refusal): 1}, "count": 1}
+    await env.admin.faults([rule])
+    status, body = await env.plugin(reservation.sid, "accept", body_ok, token=token)
+    assert status == 401, body
+    assert assert_error(body)["code"] == "invalid_token"
+    other = await env.admin.token(reservation.worker_sid, ["agent"])  # not cached as refused
+    await env.admin.faults([{"product": "iam", "error_rates": {"503": 1}, "count": 1}])
+    status, body = await env.plugin(reservation.sid, "accept", body_ok, token=other)
+    assert status == 503, body
+    assert "iam" not in assert_error(body)["message"].lower()  # no internal URL
+    assert env.journal_count() == {}
 
 
 async def test_agent_may_not_act_on_another_workers_reservation(open_env: OpenEnv) -> None:
@@ -348,31 +379,112 @@ async def test_plugin_reject_with_an_activity(open_env: OpenEnv) -> None:
     assert {r.worker_sid for r in reservations} - {reservation.worker_sid}
 
 
-async def test_plugin_conference_instruction(open_env: OpenEnv) -> None:
+async def test_a_ringing_conference_is_sent_once_and_stays_pending_until_answered(
+    open_env: OpenEnv,
+) -> None:
+    """TaskRouter takes the conference but the reservation stays pending while the agent's
+    leg rings: the item stays pending (the plugin must not offer Accept), recovery sweeps
+    long after the grace never send a second conference, and TaskRouter's accepted event
+    settles it applied."""
     env = await open_env(policy=DEFER_ALL)
-    task, reservation, token = await _pending(env)
+    task, reservation = await env.create_task(voice=True)
+    await wait_until(lambda: env.assignment_callbacks(reservation.sid))
+    token = await env.admin.token(reservation.worker_sid, ["agent"])
+    await env.admin.request(
+        "POST", f"/_emulator/workers/{reservation.worker_sid}/ring", json_body={"seconds": 30}
+    )
 
     status, body = await env.plugin(
         reservation.sid,
         "conference",
-        {"task_sid": task.sid, "from": "+15550100", "timeout": 20, "record": True},
+        {"task_sid": task.sid, "from": "+15550100", "timeout": 40, "record": True},
         token=token,
+        wait=1,
     )
+    assert status == 202, body
+    assert body["intent"]["phase"] == "pending"
 
-    assert status == 200, body
-    assert body["intent"]["op"] == "conference"
-    assert body["intent"]["phase"] == "applied"
-    assert body["intent"]["reservation_status"] == "accepted"
+    async def ringing() -> Any:
+        intent = env.latest_for(reservation.sid)
+        return intent is not None and intent.state == "instructed"
+
+    await wait_until(ringing)  # TaskRouter took it: still pending while the phone rings
     entries = await env.rest()
     [update] = reservation_updates(entries, reservation.sid)
     assert update["form"]["Instruction"] == "conference"
-    assert update["form"]["Timeout"] == 20
+    assert update["form"]["Timeout"] == 40
     assert update["form"]["Record"] is True
     assert update["form"]["From"] == "***"  # the emulator masks phone numbers in its log
-    writes = item_writes(entries, reservation.sid)
-    assert writes[0]["seq"] < update["seq"] < writes[-1]["seq"]
-    for write in writes:
+
+    # Recovery, as if long past the grace, several times: it looks, and sends nothing.
+    async def sweep_later(svc: Any) -> int:
+        coordinator = svc.coordinator
+        real = coordinator.clock
+        coordinator.clock = lambda: real() + 3 * INSTRUCTION_GRACE
+        try:
+            return int(await Recovery(coordinator).sweep())
+        finally:
+            coordinator.clock = real
+
+    for _ in range(3):
+        env.bridge.call(sweep_later)
+    env.idle()
+    entries = await env.rest()
+    assert len(reservation_updates(entries, reservation.sid)) == 1
+    assert [w["data"]["phase"] for w in item_writes(entries, reservation.sid)] == ["pending"]
+
+    await env.admin.advance(31)  # the agent answers
+    item: Any = await wait_until(lambda: settled_item(env.admin, reservation.sid))
+    assert item["phase"] == "applied" and item["reservation_status"] == "accepted"
+    assert item["op"] == "conference" and item["source"] == "plugin"
+    entries = await env.rest()
+    assert len(reservation_updates(entries, reservation.sid)) == 1
+    for write in item_writes(entries, reservation.sid):
         jsonschema.validate(write["data"], SCHEMA)
+
+
+async def test_a_conference_nobody_answers_settles_failed_without_a_second_call(
+    open_env: OpenEnv,
+) -> None:
+    env = await open_env(policy=DEFER_ALL)
+    task, reservation = await env.create_task(voice=True)
+    await wait_until(lambda: env.assignment_callbacks(reservation.sid))
+    token = await env.admin.token(reservation.worker_sid, ["agent"])
+    await env.admin.request(
+        "POST", f"/_emulator/workers/{reservation.worker_sid}/ring", json_body={"seconds": "never"}
+    )
+    status, body = await env.plugin(
+        reservation.sid,
+        "conference",
+        {"task_sid": task.sid, "from": "+15550100", "timeout": 20},
+        token=token,
+        wait=0,
+    )
+    assert status == 202, body
+
+    async def ringing() -> Any:
+        intent = env.latest_for(reservation.sid)
+        return intent is not None and intent.state == "instructed"
+
+    await wait_until(ringing)  # TaskRouter took it: the agent's phone rings
+    await env.admin.advance(21)  # the ring times out
+    item: Any = await wait_until(lambda: settled_item(env.admin, reservation.sid))
+    assert item["phase"] == "failed" and item["reservation_status"] == "timeout"
+    assert len(reservation_updates(await env.rest(), reservation.sid)) == 1
+
+
+async def test_a_voice_instruction_on_a_task_with_no_call_is_422(open_env: OpenEnv) -> None:
+    """TaskRouter refuses a conference on a task that is not a voice call (40142): the
+    plugin asked for what cannot be, so 422 with Twilio's code, not a bad gateway."""
+    env = await open_env(policy=DEFER_ALL)
+    task, reservation, token = await _pending(env)
+    status, body = await env.plugin(
+        reservation.sid, "conference", {"task_sid": task.sid, "from": "+15550100"}, token=token
+    )
+    assert status == 422, body
+    assert body["error"]["code"] == 40142 and "voice" in body["error"]["message"]
+    assert body["intent"]["phase"] == "failed"
+    assert (await env.reservation(task.sid, reservation.sid)).reservation_status == "pending"
 
 
 async def test_upstream_failures_are_503_with_twilios_code(open_env: OpenEnv) -> None:

@@ -1,8 +1,9 @@
 """Outgoing webhooks: TaskRouter event callbacks and the assignment callback.
 
 A real callback server (the ``callbacks`` fixture) receives what the emulator sends; each
-request is checked with the official ``RequestValidator``. Retries run on a 0.01 s base so
-nothing waits long.
+request is checked with the official ``RequestValidator``. Event callbacks are not retried
+unless a test turns ``event_retry`` on; retries then run on a 0.01 s base so nothing waits
+long.
 """
 
 from __future__ import annotations
@@ -280,7 +281,9 @@ async def test_failed_event_delivery_is_retried_with_the_same_idempotency_token(
 ) -> None:
     callbacks.answer = failing({"task.created": plan})
     running = start_emulator(
-        event_retry_base=0.01, options=SeedOptions(event_url=callbacks.url + "/events")
+        event_retry=True,
+        event_retry_base=0.01,
+        options=SeedOptions(event_url=callbacks.url + "/events"),
     )
     client = twilio_client(running)
     try:
@@ -322,7 +325,9 @@ async def test_a_refused_event_is_not_retried(
 ) -> None:
     callbacks.answer = failing({"task.created": [status, status, status]})
     running = start_emulator(
-        event_retry_base=0.01, options=SeedOptions(event_url=callbacks.url + "/events")
+        event_retry=True,
+        event_retry_base=0.01,
+        options=SeedOptions(event_url=callbacks.url + "/events"),
     )
     client = twilio_client(running)
     try:
@@ -348,6 +353,7 @@ async def test_an_unreachable_event_url_is_retried_then_given_up(
         probe.bind(("127.0.0.1", 0))
         gone = f"http://127.0.0.1:{probe.getsockname()[1]}"
         running = start_emulator(
+            event_retry=True,
             event_retry_base=0.01,
             options=SeedOptions(workers=("Ann",), event_url=gone + "/events"),
         )

@@ -559,13 +559,20 @@ async def taskrouter_tasks_and_reservations(run: Run) -> None:
         20001,
     )
 
-    # C takes t1 with the conference instruction; the task is wrapped and completed over REST.
-    conference = (
-        await api.tasks(t1.sid)
+    # A conference needs a voice task with a call: on this chat task it is refused (40142).
+    # C accepts t1 over REST; after that an instruction is refused as not pending (40136).
+    # The task is wrapped and completed over REST. (Voice: tests/emulator/test_voice.py.)
+    await expect_error(
+        api.tasks(t1.sid)
         .reservations(r_c1.sid)
-        .update_async(instruction="conference", from_="+15550100", end_conference_on_exit=True)
+        .update_async(instruction="conference", from_="+15550100", end_conference_on_exit=True),
+        400,
+        40142,
     )
-    assert conference.reservation_status == "accepted"
+    accepted_c1 = (
+        await api.tasks(t1.sid).reservations(r_c1.sid).update_async(reservation_status="accepted")
+    )
+    assert accepted_c1.reservation_status == "accepted"
     await expect_error(
         api.tasks(t1.sid)
         .reservations(r_c1.sid)

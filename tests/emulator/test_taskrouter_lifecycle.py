@@ -105,10 +105,12 @@ async def test_instruction_after_accept_is_refused(
     assert caught.value.code == code
 
 
-async def test_conference_instruction_accepts_and_is_recorded(
-    client: Any, emulator: RunningEmulator
+async def test_conference_instruction_is_recorded_and_accepts_once_answered(
+    client: Any, emulator: RunningEmulator, admin: Admin
 ) -> None:
-    task = await ws(client, emulator).tasks.create_async(attributes="{}")
+    task = await ws(client, emulator).tasks.create_async(
+        attributes='{"call_sid": "CA' + "0" * 32 + '"}', task_channel="voice"
+    )
     res = await pending_reservation(client, emulator, task.sid)
     res = (
         await ws(client, emulator)
@@ -116,6 +118,9 @@ async def test_conference_instruction_accepts_and_is_recorded(
         .reservations(res.sid)
         .update_async(instruction="conference", from_="+15550100")
     )
+    assert res.reservation_status == "pending"  # the worker's leg rings (5 s by default)
+    await admin.advance(5)
+    res = await ws(client, emulator).tasks(task.sid).reservations(res.sid).fetch_async()
     assert res.reservation_status == "accepted"
     recorded = emulator.call(
         lambda emu: emu.taskrouter.workspaces[res.workspace_sid].reservations[res.sid].instructions

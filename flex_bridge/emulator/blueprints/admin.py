@@ -1,4 +1,5 @@
-"""The admin API under ``/_emulator/``: health, state, clock, faults, log, tokens, settings.
+"""The admin API under ``/_emulator/``: health, state, clock, faults, log, tokens, settings,
+and TaskRouter's ring times and task retention (``taskrouter_admin``).
 
 Unauthenticated (bind the emulator to loopback); docs/emulator.md describes each endpoint.
 """
@@ -10,13 +11,15 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from flex_bridge.emulator.blueprints.responses import bad_request, json_body, json_response
+from flex_bridge.emulator.blueprints.taskrouter_admin import register_taskrouter_admin
 from flex_bridge.emulator.core import Emulator
 from flex_bridge.emulator.faults import FaultSpecError, parse_rule
+from flex_bridge.emulator.webhooks import parse_signing
 
 # The clock moves by at most a century per call: far beyond any timer the emulator sets, and
 # far from the end of the representable date range (year 9999), where every date breaks.
 MAX_ADVANCE = 100 * 366 * 86_400
-SETTINGS = frozenset({"sync_rate_limit", "assignment_timeout"})
+SETTINGS = frozenset({"sync_rate_limit", "assignment_timeout", "event_retry", "webhook_signing"})
 
 
 def _number(value: Any) -> bool:
@@ -114,6 +117,8 @@ def admin_blueprint(emu: Emulator) -> Blueprint:
         return {
             "sync_rate_limit": emu.sync.rate_limit,
             "assignment_timeout": emu.taskrouter.assignment_timeout,
+            "event_retry": emu.sender.retry_events,
+            "webhook_signing": [key.describe() for key in emu.sender.signing] or None,
         }
 
     @blueprint.get("/settings")
@@ -128,8 +133,13 @@ def admin_blueprint(emu: Emulator) -> Blueprint:
         unknown = set(body) - SETTINGS
         if unknown:
             return bad_request(f"unknown setting(s): {', '.join(sorted(unknown))}")
-        if "sync_rate_limit" in body and not isinstance(body["sync_rate_limit"], bool):
-            return bad_request("sync_rate_limit must be true or false")
+        for name in ("sync_rate_limit", "event_retry"):
+            if name in body and not isinstance(body[name], bool):
+                return bad_request(f"{name} must be true or false")
+        try:
+            signing = parse_signing(body.get("webhook_signing"))
+        except ValueError as exc:
+            return bad_request(str(exc))
         if "assignment_timeout" in body:
             value = body["assignment_timeout"]
             if not _number(value) or value <= 0:
@@ -138,6 +148,11 @@ def admin_blueprint(emu: Emulator) -> Blueprint:
             emu.sync.rate_limit = body["sync_rate_limit"]
         if "assignment_timeout" in body:
             emu.taskrouter.assignment_timeout = float(body["assignment_timeout"])
+        if "event_retry" in body:
+            emu.sender.retry_events = body["event_retry"]
+        if "webhook_signing" in body:
+            emu.sender.signing = signing
         return json_response(settings_view())
 
+    register_taskrouter_admin(blueprint, emu)
     return blueprint

@@ -16,7 +16,7 @@ from quart import Response, request
 from flex_bridge.emulator.api import ApiError
 from flex_bridge.emulator.blueprints.responses import error_response
 from flex_bridge.emulator.core import Emulator
-from flex_bridge.emulator.faults import Decision
+from flex_bridge.emulator.faults import Decision, fault_error
 from flex_bridge.emulator.log import mask
 
 Scope = MutableMapping[str, Any]
@@ -26,13 +26,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DROP_KEY = "flex_bridge.drop"
-FAULT_CODES = {429: 20429, 500: 20500, 503: 20503, 504: 20504}
-FAULT_MESSAGES = {
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-    504: "Gateway Timeout: the request was applied but its response was lost",
-}
 
 
 class ResponseLost(Exception):
@@ -68,17 +61,14 @@ async def inject(
     if decision.error_status is None:
         return decision, None
     status = decision.error_status
-    headers: dict[str, str] = {}
-    if decision.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(decision.retry_after + 0.499)))
-    err = ApiError(status, FAULT_CODES[status], FAULT_MESSAGES[status], headers)
+    err = fault_error(status, decision.retry_after)
     emu.log.append(
         "rest",
         product=product,
         method=method,
         path=path,
         status=status,
-        code=FAULT_CODES[status],
+        code=err.code,
         form=mask(form or {}),
         if_match=request.headers.get("If-Match"),
         fault=f"error_{status}",
@@ -92,7 +82,7 @@ def lose(emu: Emulator, decision: Decision) -> Response | None:
     if decision.lose_mode is not None:
         emu.faults.count(f"lose_{decision.lose_mode}")
     if decision.lose_mode == "504":
-        return error_response(ApiError(504, 20504, FAULT_MESSAGES[504]))
+        return error_response(fault_error(504))
     if decision.lose_mode == "drop":
         cast(dict[str, Any], request.scope)[DROP_KEY]["drop"] = True
     return None

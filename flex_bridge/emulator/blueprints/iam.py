@@ -1,4 +1,8 @@
-"""Flex token validation, as ``POST iam.twilio.com/v1/Accounts/{AC}/Tokens/validate`` answers."""
+"""Flex token validation, as ``POST iam.twilio.com/v1/Accounts/{AC}/Tokens/validate`` answers.
+
+Fault rules for product ``iam`` may answer 400, 401 or 403 (a refused request) as well as
+429, 500 or 503, before the token is looked at (:mod:`flex_bridge.emulator.faults`).
+"""
 
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ def iam_blueprint(emu: Emulator) -> Blueprint:
             status=200,
             applied=True,
             valid=answer["valid"],
+            token_code=answer["code"],
         )
         lost = lose(emu, decision)
         if lost is not None:

@@ -2,7 +2,7 @@
 
 - ``records``: the in-memory objects. Maps and Lists are one generic :class:`Collection`.
 - ``rules``: checks of what a request sends (data, TTLs, unique names, ``If-Match``).
-- ``limits``: the write rate limits.
+- ``limits``: the read, write and creation rate limits.
 - ``store``: :class:`SyncStore`, every operation, plain synchronous code over the records.
   Each takes the emulator clock time ``now`` of its request, raises
   :class:`~flex_bridge.emulator.api.ApiError` with Twilio's status and code when it refuses,
@@ -23,13 +23,16 @@ Behaviour kept from Twilio:
   existing expiry. ``CollectionTtl`` on an item write sets the parent Map's or List's expiry.
   An expired object is gone from the moment it expires: every access checks the expiry, and a
   scheduler timer removes it and announces the removal even if nobody looks.
-- At most 20 writes/s per Document, Map, List or Stream, with a 10-second burst allowance
-  (token bucket: refill 20/s, capacity 200). Item writes count against their Map or List.
-  Stream messages have their own bucket of 30/s (capacity 300). The buckets run on
-  ``time.monotonic`` (injectable), not on the emulator clock, so advancing test time does not
-  refill them. ``SyncStore.rate_limit`` switches the limit off and on at runtime. Every write
-  request that reaches an existing object takes a token, even one then refused with a 400 or a
-  412; a 429 itself changes nothing.
+- At most 20 writes/s and 20 reads/s per Document, Map, List or Stream, each with a 10-second
+  burst allowance (token bucket: refill 20/s, capacity 200). Item reads and writes count
+  against their Map or List; a fetch, an item fetch and a page of items are one read each.
+  Stream messages have their own bucket of 30/s (capacity 300). New Documents, Maps, Lists and
+  Streams are limited to 20/s per service (burst 200; Twilio gives the rate, not its scope).
+  The buckets run on ``time.monotonic`` (injectable), not on the emulator clock, so advancing
+  test time does not refill them. ``SyncStore.rate_limit`` switches every limit off and on at
+  runtime. Every request that reaches an existing object takes a token, even one then refused
+  with a 400 or a 412, and every create request that reaches its service takes a creation
+  token, even one then refused with a 409; a 429 itself changes nothing.
 
 Error codes, from Twilio's error dictionary (https://www.twilio.com/docs/api/errors/<code>):
 
@@ -41,7 +44,8 @@ code   status  when
                stream messages too, and picks 413 as the HTTP status (the code's title is
                "Request entity too large").
 54008  400     Data is not valid JSON.
-54009  429     Write rate exceeded; the answer carries ``Retry-After`` (whole seconds, >= 1).
+54009  429     Read, write or creation rate exceeded; the answer carries ``Retry-After``
+               (whole seconds, >= 1).
 54010  400     An update of an object or item that sends no parameter to change.
 54011  400     A TTL outside 0..31,536,000 seconds.
 54050  404     Service not found.

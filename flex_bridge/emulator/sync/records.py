@@ -73,7 +73,8 @@ class SyncObject:
     expires: float | None = None
     revision: int = 0
     timer: Timer | None = None
-    bucket: TokenBucket | None = None
+    bucket: TokenBucket | None = None  # writes
+    read_bucket: TokenBucket | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -225,6 +226,7 @@ class Service:
     maps: Registry[SyncMap] = field(default_factory=lambda: Registry(MAP))
     lists: Registry[SyncList] = field(default_factory=lambda: Registry(LIST))
     streams: Registry[Stream] = field(default_factory=lambda: Registry(STREAM))
+    creation_bucket: TokenBucket | None = None  # new Documents, Maps, Lists and Streams
 
     def registry(self, cls: type[ObjT]) -> Registry[ObjT]:
         """The registry of ``cls``'s objects: ``registry(SyncMap)`` is ``maps``."""

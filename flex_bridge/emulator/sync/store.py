@@ -17,7 +17,7 @@ from typing import Any
 from flex_bridge.emulator.api import JSON, ApiError
 from flex_bridge.emulator.clock import Clock, Scheduler, iso
 from flex_bridge.emulator.feed import Feed
-from flex_bridge.emulator.sync.limits import WriteLimits
+from flex_bridge.emulator.sync.limits import SyncLimits
 from flex_bridge.emulator.sync.records import (
     DOCUMENT,
     Collection,
@@ -83,7 +83,7 @@ class SyncStore:
         self.scheduler = scheduler
         self.feed = feed
         self.rate_limit = rate_limit
-        self.limits = WriteLimits(lambda: self.rate_limit, monotonic)
+        self.limits = SyncLimits(lambda: self.rate_limit, monotonic)
         self.services: dict[str, Service] = {}
 
     # -- services ------------------------------------------------------------------------
@@ -129,8 +129,11 @@ class SyncStore:
     # -- any object: fetch, list, delete -------------------------------------------------
 
     def get_object(self, service_sid: str, cls: type[ObjT], ref: str, now: float) -> ObjT:
-        """A live object of ``cls`` by SID or unique name."""
-        return self._lookup(self.get_service(service_sid).registry(cls), ref, now)
+        """A live object of ``cls`` by SID or unique name, read: this counts against the
+        object's read limit (so does reading one of its items, or a page of them)."""
+        obj = self._lookup(self.get_service(service_sid).registry(cls), ref, now)
+        self.limits.charge_read(obj)
+        return obj
 
     def list_objects(self, service_sid: str, cls: type[ObjT], now: float) -> list[ObjT]:
         registry = self.get_service(service_sid).registry(cls)
@@ -181,6 +184,7 @@ class SyncStore:
         **fields: Any,
     ) -> ObjT:
         """A new object of ``cls``, registered under its unique name and announced."""
+        self.limits.charge_creation(service)
         obj = cls(
             sid=new_sid(cls.KIND.prefix),
             service_sid=service.sid,
@@ -456,7 +460,7 @@ class SyncStore:
         if_match: str | None,
         now: float,
     ) -> None:
-        collection = self.get_object(service_sid, cls, ref, now)
+        collection = self._lookup(self.get_service(service_sid).registry(cls), ref, now)
         item = self._item(collection, item_ref, now)
         self.limits.charge(collection)
         rules = collection.ITEMS
@@ -528,7 +532,7 @@ class SyncStore:
     def publish_stream_message(
         self, service_sid: str, stream_ref: str, data: str, now: float
     ) -> StreamMessage:
-        stream = self.get_object(service_sid, Stream, stream_ref, now)
+        stream = self._lookup(self.get_service(service_sid).streams, stream_ref, now)
         self.limits.charge_message(stream)
         value = parse_data(
             data, not_object=54251, what="Stream Message", limit=MAX_STREAM_MESSAGE_BYTES

@@ -18,9 +18,11 @@ from flex_bridge.emulator.taskrouter.callbacks import (
     Events,
 )
 from flex_bridge.emulator.taskrouter.lifecycle import Lifecycle
-from flex_bridge.emulator.taskrouter.models import Reservation, Workspace
+from flex_bridge.emulator.taskrouter.models import Reservation, Worker, Workspace
 from flex_bridge.emulator.taskrouter.rendering import Renderer
 from flex_bridge.emulator.taskrouter.resources import Resources
+from flex_bridge.emulator.taskrouter.retention import Retention
+from flex_bridge.emulator.taskrouter.voice import Phones
 
 
 class TaskRouter(Resources):
@@ -41,6 +43,23 @@ class TaskRouter(Resources):
     @assignment_timeout.setter
     def assignment_timeout(self, value: float) -> None:
         self.callbacks.timeout = value
+
+    @property
+    def phones(self) -> Phones:
+        """How long each worker takes to answer a voice instruction's call (admin API)."""
+        return self.lifecycle.voice.phones
+
+    @property
+    def retention(self) -> Retention:
+        """When the system deletes finished and stale tasks (admin API)."""
+        return self.lifecycle.retention
+
+    def find_worker(self, sid: str) -> Worker | None:
+        """A worker of any workspace, by SID."""
+        for ws in self.workspaces.values():
+            if sid in ws.workers:
+                return ws.workers[sid]
+        return None
 
     @property
     def _background(self) -> set[asyncio.Task[None]]:

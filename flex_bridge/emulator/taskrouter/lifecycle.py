@@ -2,13 +2,15 @@
 
 - Reservations: pending -> accepted | rejected | timeout | canceled | rescinded;
   accepted -> wrapping -> completed, or accepted -> completed. Instructions (conference,
-  dequeue, call, redirect) only while pending, else 400 with 40136 / 40135 / 40114 / 20001.
-  Any other change a status does not allow is 400 with 20001 naming the current status.
+  dequeue, call, redirect) only while pending and before any voice instruction was taken
+  (``instructions`` says what is checked and with which codes); voice instructions ring the
+  worker's leg and settle later (``voice``). Any other change a status does not allow is 400
+  with 20001 naming the current status.
 - Tasks: pending -> reserved -> assigned -> wrapping -> completed; reserved -> pending on
-  reject or timeout; cancel only from pending or reserved; a task is canceled after 1,000
-  rejections and when its own ``Timeout`` (TTL) runs out.
-- Voice is not emulated: an instruction is recorded on the reservation and, where Twilio would
-  connect a call and accept, it accepts.
+  reject or timeout; cancel only from pending or reserved. A task is canceled when its own
+  ``Timeout`` (TTL) runs out before it is assigned, and when it has been reserved
+  ``MAX_ASSIGNMENTS`` times (Twilio's Max Assignment Count) without being accepted. The system
+  deletes finished and stale tasks (``retention``).
 
 Every change that can free a worker or a task ends by matching again.
 """
@@ -21,22 +23,29 @@ from typing import Any
 from flex_bridge.emulator.api import ApiError, invalid
 from flex_bridge.emulator.runtime import Runtime
 from flex_bridge.emulator.taskrouter.callbacks import AssignmentCallbacks, Events
+from flex_bridge.emulator.taskrouter.instructions import (
+    INSTRUCTIONS,
+    Instruction,
+    check_fields,
+    check_state,
+    check_task,
+)
 from flex_bridge.emulator.taskrouter.matching import offers, worker_available
 from flex_bridge.emulator.taskrouter.models import (
     RESERVATION_ACTIVE,
-    TASK_OPEN,
     Reservation,
     Task,
     TaskQueue,
     Worker,
     Workspace,
     new_sid,
-    truthy,
 )
+from flex_bridge.emulator.taskrouter.retention import Retention
+from flex_bridge.emulator.taskrouter.voice import Voice
 
-MAX_REJECTIONS = 1000
+MAX_ASSIGNMENTS = 1000
+MAX_ASSIGNMENTS_REASON = f"Task reached the Max Assignment Count ({MAX_ASSIGNMENTS})"
 DEFAULT_RESERVATION_TIMEOUT = 120
-INSTRUCTION_CODES = {"conference": 40136, "dequeue": 40135, "call": 40114, "redirect": 20001}
 # The statuses a REST update may set, and the statuses each may be set from.
 ALLOWED_FROM = {
     "accepted": ("pending",),
@@ -44,6 +53,8 @@ ALLOWED_FROM = {
     "wrapping": ("accepted",),
     "completed": ("accepted", "wrapping"),
 }
+# A task's TTL runs until it is assigned.
+TTL_STATUSES = frozenset({"pending", "reserved"})
 
 
 class Lifecycle:
@@ -60,6 +71,8 @@ class Lifecycle:
         self.events = events
         self.callbacks = callbacks
         self.workspaces = workspaces
+        self.voice = Voice(self)
+        self.retention = Retention(self)
 
     # ---------------------------------------------------------------------------- matching
     def match(self, ws: Workspace) -> None:
@@ -82,6 +95,7 @@ class Lifecycle:
         )
         ws.reservations[res.sid] = res
         task.reservation_sids.append(res.sid)
+        task.assignments += 1
         self._set_reservation(ws, res, "pending")
         self.set_task(ws, task, "reserved", task.reason)
         res.timer = self.runtime.scheduler.call_at(
@@ -104,9 +118,11 @@ class Lifecycle:
         for res in ws.reservations.values():
             if res.timer:
                 res.timer.cancel()
+            self.voice.hang_up(res)
         for task in ws.tasks.values():
             if task.ttl_timer:
                 task.ttl_timer.cancel()
+            self.retention.stop(task)
 
     def _timeout(self, ws_sid: str, res_sid: str) -> None:
         ws = self.workspaces.get(ws_sid)
@@ -114,27 +130,31 @@ class Lifecycle:
         if ws is None or res is None or res.status != "pending":
             return
         res.timer = None
+        self.time_out(ws, res)
+
+    def time_out(self, ws: Workspace, res: Reservation) -> None:
+        """Nobody answered: the reservation times out, its worker goes to the timeout activity
+        and the task is offered again (or canceled at its Max Assignment Count)."""
         task = ws.tasks[res.task_sid]
         self._set_reservation(ws, res, "timeout")
-        self.set_task(ws, task, "pending", task.reason)
         self.events.reservation(ws, res, "reservation.timeout", "Reservation timed out")
         worker = ws.workers.get(res.worker_sid)
         if worker is not None:
             self.set_activity(ws, worker, ws.timeout_activity_sid)
+        self._requeue(ws, task)
         self.match(ws)
 
     def _task_ttl(self, ws_sid: str, task_sid: str) -> None:
         ws = self.workspaces.get(ws_sid)
         task = ws.tasks.get(task_sid) if ws else None
-        if ws is None or task is None or task.assignment_status not in TASK_OPEN:
+        if ws is None or task is None or task.assignment_status not in TTL_STATUSES:
             return
-        self.cancel_reservations(ws, task)
-        self.set_task(ws, task, "canceled", "Task TTL Exceeded")
-        self.events.task(ws, task, "task.canceled", "Task canceled", "TaskCanceledReason")
+        self._cancel(ws, task, "Task TTL Exceeded")
         self.match(ws)
 
     # ------------------------------------------------------------------------------- tasks
     def set_task(self, ws: Workspace, task: Task, status: str, reason: str | None) -> None:
+        previous = task.assignment_status
         task.assignment_status = status
         task.reason = reason
         task.touch(self.runtime.now())
@@ -142,15 +162,15 @@ class Lifecycle:
             ws.pending_tasks.add(task.sid)
         else:
             ws.pending_tasks.discard(task.sid)
-        if status not in TASK_OPEN and task.ttl_timer:
+        if status not in TTL_STATUSES and task.ttl_timer:
             task.ttl_timer.cancel()
+            task.ttl_timer = None
+        self.retention.status_changed(ws, task, previous)
 
     def move_task(self, ws: Workspace, task: Task, status: str, reason: str | None) -> None:
         """Cancel, wrap up or complete a task, and its active reservations with it."""
         if status == "canceled":
-            self.cancel_reservations(ws, task)
-            self.set_task(ws, task, "canceled", reason or "Task canceled")
-            self.events.task(ws, task, "task.canceled", "Task canceled", "TaskCanceledReason")
+            self._cancel(ws, task, reason or "Task canceled")
         elif status == "wrapping":
             self.set_task(ws, task, "wrapping", task.reason)
             self._end_reservations(ws, task, "wrapping", "reservation.wrapup")
@@ -159,6 +179,19 @@ class Lifecycle:
             self.set_task(ws, task, "completed", reason or "Task completed")
             self._end_reservations(ws, task, "completed", "reservation.completed")
             self.events.task(ws, task, "task.completed", "Task completed", "TaskCompletedReason")
+
+    def _cancel(self, ws: Workspace, task: Task, reason: str) -> None:
+        self.cancel_reservations(ws, task)
+        self.set_task(ws, task, "canceled", reason)
+        self.events.task(ws, task, "task.canceled", "Task canceled", "TaskCanceledReason")
+
+    def _requeue(self, ws: Workspace, task: Task) -> None:
+        """A reservation ended unaccepted: the task waits again, unless it has been reserved
+        as many times as Twilio allows."""
+        if task.assignments >= MAX_ASSIGNMENTS:
+            self._cancel(ws, task, MAX_ASSIGNMENTS_REASON)
+        else:
+            self.set_task(ws, task, "pending", task.reason)
 
     def cancel_reservations(self, ws: Workspace, task: Task) -> None:
         """Cancel the task's pending, accepted and wrapping reservations."""
@@ -169,6 +202,22 @@ class Lifecycle:
         for res in [r for r in active if r.status in RESERVATION_ACTIVE]:
             self._set_reservation(ws, res, status)
             self.events.reservation(ws, res, event_type, f"Reservation {status}")
+
+    def forget_task(self, ws: Workspace, task: Task) -> None:
+        """Remove a deleted task and its reservations, with every timer they had."""
+        for sid in task.reservation_sids:
+            res = ws.reservations.pop(sid, None)
+            if res is None:
+                continue
+            if res.timer is not None:
+                res.timer.cancel()
+            self.voice.hang_up(res)
+            ws.worker_active.get(res.worker_sid, set()).discard(sid)
+        if task.ttl_timer:
+            task.ttl_timer.cancel()
+        self.retention.stop(task)
+        ws.pending_tasks.discard(task.sid)
+        ws.tasks.pop(task.sid, None)
 
     # ----------------------------------------------------------------------------- workers
     def set_activity(self, ws: Workspace, worker: Worker, activity_sid: str) -> None:
@@ -215,9 +264,11 @@ class Lifecycle:
             worker = ws.workers.get(res.worker_sid)
             if worker is not None:
                 worker.idle_since = self.runtime.now()
-        if status != "pending" and res.timer is not None:
-            res.timer.cancel()
-            res.timer = None
+        if status != "pending":
+            if res.timer is not None:
+                res.timer.cancel()
+                res.timer = None
+            self.voice.hang_up(res)
 
     def update_reservation(self, ws: Workspace, res: Reservation, form: Mapping[str, Any]) -> None:
         """A REST update: a ``ReservationStatus`` or an ``Instruction``."""
@@ -229,18 +280,16 @@ class Lifecycle:
             raise invalid("ReservationStatus or Instruction is required")
         if "WorkerActivitySid" in form:
             ws.activity(form["WorkerActivitySid"])
-        if "PostWorkActivitySid" in form:
-            ws.activity(form["PostWorkActivitySid"])
         if instruction is not None:
             params = {k: v for k, v in form.items() if k != "Instruction"}
-            self._instruct(ws, res, instruction.lower(), params)
+            self._instruct(ws, res, Instruction(instruction.lower(), params, reply=False))
         elif status not in ALLOWED_FROM:
             raise invalid(f"ReservationStatus cannot be set to {status!r}")
         else:
-            if res.status not in ALLOWED_FROM[status]:
+            if res.status not in ALLOWED_FROM[status] or res.ringing:
                 self._refuse(res, status)
             if status == "accepted":
-                self._accept(ws, res)
+                self.accept(ws, res)
             elif status == "rejected":
                 self._reject(ws, res, form.get("WorkerActivitySid"))
             else:
@@ -271,16 +320,18 @@ class Lifecycle:
                 )
             return
         try:
+            if instruction in ("accept", "reject") and res.ringing:
+                self._refuse(res, f"{instruction}ed")
             if instruction == "accept":
-                self._accept(ws, res)
+                self.accept(ws, res)
             elif instruction == "reject":
                 activity = reply.get("activity_sid")
                 if activity is not None:
                     ws.activity(str(activity))
                 self._reject(ws, res, str(activity) if activity is not None else None)
-            elif instruction in INSTRUCTION_CODES:
+            elif instruction in INSTRUCTIONS:
                 params = {k: v for k, v in reply.items() if k != "instruction"}
-                self._instruct(ws, res, str(instruction), params)
+                self._instruct(ws, res, Instruction(str(instruction), params, reply=True))
             else:
                 raise invalid(f"Unknown assignment instruction {instruction!r}")
         except ApiError as exc:
@@ -294,38 +345,37 @@ class Lifecycle:
 
     @staticmethod
     def _refuse(res: Reservation, target: str, code: int = 20001) -> None:
+        state = res.status
+        if res.ringing and res.ring is not None:
+            state = f"pending with its worker's leg ringing ({res.ring.instruction} instruction)"
         raise ApiError(
             400,
             code,
-            f"Reservation {res.sid} is not in expected state: it is {res.status}, "
+            f"Reservation {res.sid} is not in expected state: it is {state}, "
             f"so it cannot become {target}",
         )
 
-    def _instruct(
-        self, ws: Workspace, res: Reservation, instruction: str, params: Mapping[str, Any]
-    ) -> None:
-        if instruction == "supervise":
+    def _instruct(self, ws: Workspace, res: Reservation, ins: Instruction) -> None:
+        if ins.name == "supervise":
             if res.status != "accepted":
                 self._refuse(res, "supervised")
-            res.instructions.append({"instruction": "supervise", **params})
+            res.instructions.append(ins.recorded())
             return
-        if instruction not in INSTRUCTION_CODES:
-            raise invalid(f"Instruction {instruction!r} is not supported")
-        if res.status != "pending":
-            self._refuse(
-                res, f"given the {instruction} instruction", INSTRUCTION_CODES[instruction]
-            )
-        res.instructions.append({"instruction": instruction, **params})
-        accepts = {
-            "conference": True,
-            "dequeue": True,
-            "call": truthy(params.get("CallAccept", params.get("accept", False))),
-            "redirect": truthy(params.get("RedirectAccept", params.get("accept", False))),
-        }[instruction]
-        if accepts:
-            self._accept(ws, res)
+        if ins.name not in INSTRUCTIONS:
+            raise invalid(f"Instruction {ins.name!r} is not supported")
+        task = ws.tasks[res.task_sid]
+        check_state(res, task, ins.name)
+        check_task(ws, task, ins.name)
+        check_fields(ws, ws.workers[res.worker_sid], ins)
+        res.instructions.append(ins.recorded())
+        if ins.name == "redirect":
+            # Synchronous: the parked call is redirected; accept when asked to.
+            if ins.accepts:
+                self.accept(ws, res)
+            return
+        self.voice.take(ws, res, ins)
 
-    def _accept(self, ws: Workspace, res: Reservation) -> None:
+    def accept(self, ws: Workspace, res: Reservation) -> None:
         task = ws.tasks[res.task_sid]
         self._set_reservation(ws, res, "accepted")
         self.set_task(ws, task, "assigned", task.reason)
@@ -337,13 +387,8 @@ class Lifecycle:
     def _reject(self, ws: Workspace, res: Reservation, activity_sid: str | None) -> None:
         task = ws.tasks[res.task_sid]
         self._set_reservation(ws, res, "rejected")
-        task.rejections += 1
         task.rejected_by.add(res.worker_sid)
         self.events.reservation(ws, res, "reservation.rejected", "Reservation rejected")
         if activity_sid is not None:
             self.set_activity(ws, ws.workers[res.worker_sid], activity_sid)
-        if task.rejections >= MAX_REJECTIONS:
-            self.set_task(ws, task, "canceled", f"Task rejected {MAX_REJECTIONS} times")
-            self.events.task(ws, task, "task.canceled", "Task canceled", "TaskCanceledReason")
-        else:
-            self.set_task(ws, task, "pending", task.reason)
+        self._requeue(ws, task)

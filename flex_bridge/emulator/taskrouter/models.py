@@ -100,6 +100,17 @@ class Worker:
 
 
 @dataclass(slots=True)
+class Ring:
+    """The worker's leg of a voice instruction, ringing until it is answered or given up."""
+
+    instruction: str
+    call_sid: str
+    started: float
+    accepts: bool  # whether answering accepts the reservation (conference, dequeue)
+    timer: Timer | None = None
+
+
+@dataclass(slots=True)
 class Reservation:
     sid: str
     task_sid: str
@@ -110,6 +121,14 @@ class Reservation:
     deadline: float
     timer: Timer | None = None
     instructions: list[dict[str, Any]] = field(default_factory=list)
+    # The voice instruction TaskRouter took (conference, dequeue or call): it takes one only.
+    voice: str | None = None
+    ring: Ring | None = None
+    worker_call_sid: str | None = None
+
+    @property
+    def ringing(self) -> bool:
+        return self.ring is not None
 
 
 @dataclass(slots=True)
@@ -131,10 +150,13 @@ class Task:
     ignore_capacity: bool = False
     reason: str | None = None
     version: int = 0
-    rejections: int = 0
+    # How many times the task went from pending to reserved (Twilio's "assignment count").
+    assignments: int = 0
     rejected_by: set[str] = field(default_factory=set)
     reservation_sids: list[str] = field(default_factory=list)
     ttl_timer: Timer | None = None
+    # Deletion by the system: after the retention once finished, or 24 h after assignment.
+    cleanup_timer: Timer | None = None
 
     @property
     def etag(self) -> str:

@@ -181,6 +181,14 @@ class Renderer:
             },
         }
 
+    def worker_listed(self, ws: Workspace, w: models.Worker) -> JSON:
+        """A worker in a list: Twilio shows attributes only when one worker is fetched."""
+        return {**self.worker(ws, w), "attributes": None}
+
+    def task_listed(self, ws: Workspace, t: models.Task) -> JSON:
+        """A task in a list: Twilio shows attributes only when one task is fetched."""
+        return {**self.task(ws, t), "attributes": None}
+
     def task(self, ws: Workspace, t: models.Task) -> JSON:
         base = f"/v1/Workspaces/{ws.sid}/Tasks/{t.sid}"
         channel = ws.task_channels.get(t.task_channel_sid or "")
@@ -281,6 +289,8 @@ class Renderer:
                     {
                         **self.reservation(ws, r, under_worker=False),
                         "instructions": r.instructions,
+                        "worker_call_sid": r.worker_call_sid,
+                        "ringing": r.ring.instruction if r.ring else None,
                     }
                     for r in ws.reservations.values()
                 ],

@@ -38,7 +38,8 @@ from flex_bridge.emulator.taskrouter.models import (
 
 ATTRIBUTES_LIMIT = 4096
 DEFAULT_TASK_TIMEOUT = 86_400
-MAX_TASK_TIMEOUT = 31_536_000
+# A task lives at most two weeks before it is assigned (Twilio's Task resource, Timeout).
+MAX_TASK_TIMEOUT = 1_209_600
 MAX_RESERVATION_TIMEOUT = 86_400
 DEFAULT_CHANNELS = ("default", "voice", "chat", "sms", "video", "email")
 DEFAULT_ACTIVITIES = (("Offline", False), ("Available", True), ("Unavailable", False))
@@ -434,7 +435,10 @@ class Resources:
             ws.worker(routing_target)
         timeout = form.get("Timeout", DEFAULT_TASK_TIMEOUT)
         if not 1 <= timeout <= MAX_TASK_TIMEOUT:
-            raise invalid(f"Timeout must be between 1 and {MAX_TASK_TIMEOUT} seconds")
+            raise invalid(
+                f"Timeout must be between 1 and {MAX_TASK_TIMEOUT} seconds (two weeks); "
+                f"got {timeout}"
+            )
         now = self.runtime.now()
         start = form.get("VirtualStartTime")
         task = Task(
@@ -519,9 +523,6 @@ class Resources:
     def delete_task(self, ws: Workspace, task: Task, if_match: str | None) -> None:
         _check_etag(if_match, task.etag, _task_changed(task, if_match))
         self.lifecycle.cancel_reservations(ws, task)
-        if task.ttl_timer:
-            task.ttl_timer.cancel()
-        ws.pending_tasks.discard(task.sid)
-        del ws.tasks[task.sid]
+        self.lifecycle.forget_task(ws, task)
         self.events.task(ws, task, "task.deleted", "Task deleted")
         self.match(ws)

@@ -35,6 +35,8 @@ class Kind(Generic[T]):
     find: Callable[[Workspace, str], T]
     render: Callable[[Workspace, T], JSON]
     etag: Callable[[T], str] | None = None
+    # How a list shows it, when not as a fetch does (tasks and workers: without attributes).
+    listed: Callable[[Workspace, T], JSON] | None = None
 
 
 class Api:
@@ -118,7 +120,8 @@ class Api:
     def _listing(self, kind: Kind[T], rows: Rows[T]) -> Handler:
         def handler(call: Call) -> Reply:
             ws = self.ws(call)
-            return self.rows(call, (kind.render(ws, item) for item in rows(ws, call)))
+            render = kind.listed or kind.render
+            return self.rows(call, (render(ws, item) for item in rows(ws, call)))
 
         return handler
 
@@ -234,14 +237,14 @@ def workflow_routes(api: Api) -> list[Route]:
 
 def worker_routes(api: Api) -> list[Route]:
     engine = api.engine
-    kind = Kind(Workspace.worker, api.render.worker, _worker_etag)
+    kind = Kind(Workspace.worker, api.render.worker, _worker_etag, api.render.worker_listed)
     changes = (engine.create_worker, engine.update_worker, engine.delete_worker)
     return api.versioned("Workers", kind, queries.worker_rows, *changes)
 
 
 def task_routes(api: Api) -> list[Route]:
     engine = api.engine
-    kind = Kind(Workspace.task, api.render.task, _task_etag)
+    kind = Kind(Workspace.task, api.render.task, _task_etag, api.render.task_listed)
     changes = (engine.create_task, engine.update_task, engine.delete_task)
     return api.versioned("Tasks", kind, queries.task_rows, *changes)
 
