@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from flex_bridge.adapters.journal import journal_path
+from flex_bridge.adapters.journal import journal_setting
 from flex_bridge.domain.policy import Policy, PolicyError, parse_policy
 from flex_bridge.errors import ConfigError
 
@@ -143,7 +143,7 @@ class Settings:
             api_secret=secret,
             twilio_base_url=_url(env, "FLEX_BRIDGE_TWILIO_BASE_URL"),
             public_url=_url(env, "FLEX_BRIDGE_PUBLIC_URL"),
-            journal=journal_path(env.get("FLEX_BRIDGE_JOURNAL") or "flex-bridge.db"),
+            journal=journal_setting(env.get("FLEX_BRIDGE_JOURNAL") or "flex-bridge.db"),
             policy=load_policy(policy_path),
             policy_path=policy_path,
             http_timeout=_float(env, "FLEX_BRIDGE_HTTP_TIMEOUT", 10.0),

@@ -229,10 +229,35 @@ def test_journal_forms(value: str, journal: str) -> None:
     assert Settings.from_env(env(FLEX_BRIDGE_JOURNAL=value)).journal == journal
 
 
-@pytest.mark.parametrize("value", ["redis://localhost/0", "postgresql://db/flex"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "postgresql://db/flex",
+        "postgres://flex:secret@db.internal:5433/flex",
+        "postgresql://flex:p%40ss@10.0.0.5/flex_bridge?sslmode=require",
+        "postgresql://flex@/flex?host=/var/run/postgresql",
+        "POSTGRESQL://db/flex",
+    ],
+)
+def test_a_postgres_journal_is_kept_whole(value: str) -> None:
+    assert Settings.from_env(env(FLEX_BRIDGE_JOURNAL=value)).journal == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "redis://localhost/0",
+        "http://x/journal.db",
+        "postgresql://db",  # no database
+        "postgresql://flex:secret@db:5432/",  # no database
+        "postgresql:///flex",  # no host
+        "postgresql://flex:secret@db:port/flex",  # a port that is no number
+    ],
+)
 def test_unsupported_journal(value: str) -> None:
-    with pytest.raises(ConfigError, match="FLEX_BRIDGE_JOURNAL"):
+    with pytest.raises(ConfigError, match="FLEX_BRIDGE_JOURNAL") as refused:
         Settings.from_env(env(FLEX_BRIDGE_JOURNAL=value))
+    assert "secret" not in str(refused.value)
 
 
 # ------------------------------------------------------------------------------ policy file

@@ -16,7 +16,7 @@ from twilio.rest import Client
 
 from flex_bridge.adapters.flex_tokens import TokenValidatorPort, TwilioTokenValidator
 from flex_bridge.adapters.http import BridgeHttpClient
-from flex_bridge.adapters.journal import Journal, SqliteJournal
+from flex_bridge.adapters.journal import Journal, open_journal
 from flex_bridge.adapters.sync_channel import SyncChannelPort, TwilioSyncChannel
 from flex_bridge.adapters.taskrouter import TaskRouterPort, TwilioTaskRouter
 from flex_bridge.app.coordinator import Coordinator
@@ -72,7 +72,7 @@ async def open_services(settings: Settings, metrics: Metrics) -> Services:
     http = BridgeHttpClient(settings.twilio_base_url, timeout=settings.http_timeout)
     user, password = settings.rest_auth
     client = Client(user, password, account_sid=settings.account_sid, http_client=http)
-    journal = SqliteJournal(settings.journal)
+    journal = open_journal(settings.journal)
     await journal.open()
     taskrouter = TwilioTaskRouter(client, settings.workspace_sid)
     channel = TwilioSyncChannel(

@@ -256,7 +256,7 @@ async def start_rig(
 
 @contextlib.asynccontextmanager
 async def opened(path: Path) -> AsyncIterator[SqliteJournal]:
-    journal = SqliteJournal(path)
+    journal = SqliteJournal(path, read_only=True)  # beside the running bridge: no lock
     await journal.open()
     try:
         yield journal

@@ -1,80 +1,42 @@
-"""The journal: intents, webhook dedupe keys and the single-flight claim per reservation.
+"""The SQLite journal: one file, one process.
 
-``Journal`` is the seam; ``SqliteJournal`` (the standard ``sqlite3`` module, driven from one
-thread of its own) is the implementation today. Every
-method is one atomic operation (one transaction here; a Lua script or MULTI in a Redis
-implementation), so two requests, two tasks or two instances can never both claim one
-reservation or both move one intent.
+The standard ``sqlite3`` module, driven from one thread of its own. Every method is one
+atomic operation (one function run whole in that thread; ``BEGIN IMMEDIATE`` where it takes
+several statements), so two requests or two tasks can never both claim one reservation or
+both move one intent.
 
-Durability: SQLite in WAL mode with ``synchronous=FULL``; ``submit`` returns only after the
-intent is on disk, so nothing is acknowledged that a crash could lose.
+Durability: WAL mode with ``synchronous=FULL``; ``submit`` returns only after the intent is
+on disk, so nothing is acknowledged that a crash could lose.
+
+One process: a journal holds an exclusive ``flock`` on ``<path>.lock`` while it is open, so a
+second flex-bridge on the same file stops at start-up (several instances share a PostgreSQL
+journal instead). ``read_only=True`` opens the file beside a running bridge, for inspection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from flex_bridge.domain.intents import IN_FLIGHT, UNSETTLED, ErrorInfo, Intent
-from flex_bridge.errors import ConfigError, JournalError
+from flex_bridge.adapters.journal.base import (
+    COLUMNS,
+    FIELDS,
+    dump_json,
+    intent_values,
+    joins,
+    row_to_intent,
+)
+from flex_bridge.domain.intents import Intent
+from flex_bridge.errors import JournalError
 
 T = TypeVar("T")
-
-
-class Journal(Protocol):
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def ping(self) -> None: ...
-
-    async def submit(self, intent: Intent) -> tuple[Intent, bool]:
-        """Record ``intent`` unless the reservation already has one that it should join.
-
-        Returns ``(intent, True)`` when recorded, or ``(existing, False)`` when an intent in
-        flight (recorded, announced, instructed) holds the reservation (any op), when a
-        decided intent awaiting its settle has the same op and params, or when an intent with
-        the same op and params already settled applied on it (a replay of a change already
-        made). A decided intent awaiting its settle does not block another op.
-        """
-        ...
-
-    async def get(self, intent_id: str) -> Intent | None: ...
-
-    async def latest_for_reservation(self, reservation_sid: str) -> Intent | None: ...
-
-    async def transition(
-        self, intent_id: str, expected: Iterable[str], **changes: Any
-    ) -> Intent | None:
-        """Apply ``changes`` if the intent's state is one of ``expected``; else None."""
-        ...
-
-    async def unsettled(self, limit: int = 1000) -> list[Intent]: ...
-
-    async def recent(self, limit: int = 100) -> list[Intent]:
-        """The newest intents first."""
-        ...
-
-    async def first_seen(self, key: str, ttl: float) -> bool:
-        """True the first time ``key`` is seen within ``ttl`` seconds (atomically)."""
-        ...
-
-    async def purge_seen(self) -> int:
-        """Forget dedupe keys past their TTL; returns how many."""
-        ...
-
-    async def record_timeout(self, task_sid: str, reservation_sid: str) -> int:
-        """Count a reservation timeout once per reservation; returns the task's count."""
-        ...
-
-    async def count(self) -> dict[str, int]: ...
-
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS intents (
@@ -115,111 +77,43 @@ CREATE TABLE IF NOT EXISTS timeouts (
 CREATE INDEX IF NOT EXISTS timeouts_by_task ON timeouts (task_sid);
 """
 
-COLUMNS = (
-    "intent_id, reservation_sid, task_sid, worker_sid, op, source, via, params, state, "
-    "deadline, attempts, reservation_status, error_code, error_message, late_announce, extra, "
-    "created_at, updated_at"
-)
-
-
-def journal_path(value: str) -> str:
-    """``FLEX_BRIDGE_JOURNAL``: a path, ``sqlite:///path`` or ``sqlite://:memory:``."""
-    if value.startswith("sqlite:///"):
-        return value[len("sqlite:///") :] or ":memory:"
-    if value in ("sqlite://:memory:", ":memory:"):
-        return ":memory:"
-    if "://" in value:
-        raise ConfigError(
-            f"FLEX_BRIDGE_JOURNAL={value!r}: only a path or sqlite:///path is supported"
-        )
-    return value
-
-
-def _row_to_intent(row: sqlite3.Row | tuple[Any, ...]) -> Intent:
-    (
-        intent_id,
-        reservation_sid,
-        task_sid,
-        worker_sid,
-        op,
-        source,
-        via,
-        params,
-        state,
-        deadline,
-        attempts,
-        reservation_status,
-        error_code,
-        error_message,
-        late_announce,
-        extra,
-        created_at,
-        updated_at,
-    ) = tuple(row)
-    error = None
-    if error_message is not None:
-        error = ErrorInfo(error_code, error_message)
-    return Intent(
-        intent_id=intent_id,
-        op=op,
-        reservation_sid=reservation_sid,
-        task_sid=task_sid,
-        worker_sid=worker_sid,
-        source=source,
-        params=json.loads(params),
-        state=state,
-        deadline=deadline,
-        created_at=created_at,
-        updated_at=updated_at,
-        via=via,
-        attempts=attempts,
-        reservation_status=reservation_status,
-        error=error,
-        late_announce=bool(late_announce),
-        extra=json.loads(extra),
-    )
-
-
-def _intent_values(intent: Intent) -> tuple[Any, ...]:
-    return (
-        intent.intent_id,
-        intent.reservation_sid,
-        intent.task_sid,
-        intent.worker_sid,
-        intent.op,
-        intent.source,
-        intent.via,
-        json.dumps(intent.params, sort_keys=True),
-        intent.state,
-        intent.deadline,
-        intent.attempts,
-        intent.reservation_status,
-        intent.error.code if intent.error else None,
-        intent.error.message if intent.error else None,
-        int(intent.late_announce),
-        json.dumps(intent.extra, sort_keys=True),
-        intent.created_at,
-        intent.updated_at,
-    )
-
 
 class SqliteJournal:
-    """The journal in one SQLite file (or ``:memory:``).
+    """The journal in one SQLite file (or ``:memory:``), for one process.
 
     One connection, owned by one thread: every operation is one function run in that
     thread, whole (a single hop from the event loop, however many statements it takes). The
     thread runs operations one at a time, in the order they were asked for, so each one is
-    atomic within the process; ``BEGIN IMMEDIATE`` and compare-and-set ``UPDATE``s make them
-    atomic across processes sharing the file. An operation whose caller is cancelled before
-    the thread started it never runs; one already started runs to its end (commit or
-    rollback), so a cancelled caller never leaves a transaction open.
+    atomic (``BEGIN IMMEDIATE`` where it takes several statements). An operation whose caller
+    is cancelled before the thread started it never runs; one already started runs to its end
+    (commit or rollback), so a cancelled caller never leaves a transaction open.
+
+    ``open`` takes an exclusive ``flock`` on ``<path>.lock`` (held until ``close``): a second
+    journal on the same file, in this process or another, is refused with ``JournalError``.
+    ``read_only=True`` takes no lock, opens the file read-only and creates nothing: for
+    reading the journal of a running bridge (WAL lets a reader in beside the writer).
     """
 
-    def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        read_only: bool = False,
+    ) -> None:
         self.path = str(path)
         self.clock = clock
+        self.read_only = read_only
         self._db: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._lock: int | None = None
+
+    @property
+    def lock_path(self) -> str | None:
+        """The file whose ``flock`` marks the journal as in use (None: ``:memory:``, read-only)."""
+        if self.path in ("", ":memory:") or self.read_only:
+            return None
+        return f"{self.path}.lock"
 
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         db, thread = self._db, self._thread
@@ -231,12 +125,24 @@ class SqliteJournal:
             raise JournalError(f"the journal at {self.path} failed: {exc}") from exc
 
     async def open(self) -> None:
+        if self._db is not None:
+            raise JournalError(f"the journal at {self.path} is open already")
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flex-bridge-journal")
 
         def connect() -> sqlite3.Connection:
-            if self.path != ":memory:":
+            if self.read_only:
+                uri = f"{Path(self.path).absolute().as_uri()}?mode=ro"
+                db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA busy_timeout=5000")
+                return db
+            if self.path not in ("", ":memory:"):
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._lock = _lock(self.lock_path, self.path)
+            try:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            except BaseException:
+                self._unlock()
+                raise
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
@@ -244,6 +150,7 @@ class SqliteJournal:
                 db.executescript(SCHEMA)
             except BaseException:
                 db.close()
+                self._unlock()
                 raise
             return db
 
@@ -252,14 +159,25 @@ class SqliteJournal:
         except (sqlite3.Error, OSError) as exc:
             thread.shutdown(wait=False)
             raise JournalError(f"cannot open the journal at {self.path}: {exc}") from exc
+        except JournalError:
+            thread.shutdown(wait=False)
+            raise
         self._thread = thread
 
     async def close(self) -> None:
         db, thread = self._db, self._thread
         self._db = self._thread = None
         if db is not None and thread is not None:
-            await asyncio.get_running_loop().run_in_executor(thread, db.close)
-            thread.shutdown(wait=False)
+            try:
+                await asyncio.get_running_loop().run_in_executor(thread, db.close)
+            finally:
+                thread.shutdown(wait=False)
+                self._unlock()
+
+    def _unlock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)  # closing the descriptor releases its flock
 
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
@@ -337,22 +255,45 @@ class SqliteJournal:
         return {str(state): int(n) for state, n in rows}
 
 
+def _lock(lock_path: str | None, path: str) -> int | None:
+    """An exclusive ``flock`` on ``lock_path``, or JournalError naming ``path`` if held.
+
+    ``flock`` belongs to the open file description: a second open of the same file, even in
+    this process, conflicts; the kernel releases it when the process ends, however it ends.
+    """
+    if lock_path is None:
+        return None
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalError(
+            f"the journal at {path} is in use: another flex-bridge process holds this journal "
+            f"({lock_path}); use a PostgreSQL journal for several instances"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 # The operations, each run whole in the journal's thread.
 def _one(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> Intent | None:
     row = db.execute(sql, args).fetchone()
-    return _row_to_intent(row) if row else None
+    return row_to_intent(row) if row else None
 
 
 def _all(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Intent]:
-    return [_row_to_intent(r) for r in db.execute(sql, args).fetchall()]
+    return [row_to_intent(r) for r in db.execute(sql, args).fetchall()]
 
 
 def _get(db: sqlite3.Connection, intent_id: str) -> Intent | None:
     return _one(db, f"SELECT {COLUMNS} FROM intents WHERE intent_id = ?", (intent_id,))
 
 
-_PLACEHOLDERS = ", ".join("?" * len(COLUMNS.split(",")))
-_SETS = ", ".join(f"{c.strip()} = ?" for c in COLUMNS.split(",")[1:])
+_PLACEHOLDERS = ", ".join("?" * len(FIELDS))
+_SETS = ", ".join(f"{field} = ?" for field in FIELDS[1:])
 
 
 def _submit(db: sqlite3.Connection, intent: Intent) -> tuple[Intent, bool]:
@@ -364,20 +305,10 @@ def _submit(db: sqlite3.Connection, intent: Intent) -> tuple[Intent, bool]:
             "(SELECT intent_id FROM claims WHERE reservation_sid = ?)",
             (intent.reservation_sid,),
         )
-        if existing is not None and existing.state in IN_FLIGHT:
+        if joins(existing, intent):
+            assert existing is not None
             db.execute("COMMIT")
             return existing, False
-        if (
-            existing is not None
-            and existing.state in UNSETTLED
-            and existing.op == intent.op
-            and existing.params == intent.params
-        ):
-            # Decided, its item not yet settled (Sync down): the same request joins it.
-            db.execute("COMMIT")
-            return existing, False
-        # A decided intent whose settle is still pending does not hold the reservation: its
-        # REST change is done, and a newer intent's item supersedes its late settle.
         # A replay of a change already made (a late double click, a webhook retry after
         # the intent settled): answer with the intent that made it.
         replayed = _one(
@@ -385,13 +316,13 @@ def _submit(db: sqlite3.Connection, intent: Intent) -> tuple[Intent, bool]:
             f"SELECT {COLUMNS} FROM intents WHERE reservation_sid = ? AND op = ? "
             "AND params = ? AND state = 'settled' AND error_message IS NULL "
             "ORDER BY intent_id DESC LIMIT 1",
-            (intent.reservation_sid, intent.op, json.dumps(intent.params, sort_keys=True)),
+            (intent.reservation_sid, intent.op, dump_json(intent.params)),
         )
         if replayed is not None:
             db.execute("COMMIT")
             return replayed, False
         db.execute(
-            f"INSERT INTO intents ({COLUMNS}) VALUES ({_PLACEHOLDERS})", _intent_values(intent)
+            f"INSERT INTO intents ({COLUMNS}) VALUES ({_PLACEHOLDERS})", intent_values(intent)
         )
         db.execute(
             "INSERT INTO claims (reservation_sid, intent_id) VALUES (?, ?) "
@@ -416,7 +347,7 @@ def _transition(
     if current is None or current.state not in allowed:
         return None
     updated = current.evolve(**changes, updated_at=now)
-    values = _intent_values(updated)
+    values = intent_values(updated)
     marks = ", ".join("?" * len(allowed))
     cursor = db.execute(
         f"UPDATE intents SET {_SETS} WHERE intent_id = ? AND state IN ({marks})",

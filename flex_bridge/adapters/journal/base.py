@@ -1,0 +1,232 @@
+"""What every journal shares: the ``Journal`` seam, the intent row and the setting's forms."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from flex_bridge.domain.intents import IN_FLIGHT, UNSETTLED, ErrorInfo, Intent
+from flex_bridge.errors import ConfigError
+
+
+class Journal(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def submit(self, intent: Intent) -> tuple[Intent, bool]:
+        """Record ``intent`` unless the reservation already has one that it should join.
+
+        Returns ``(intent, True)`` when recorded, or ``(existing, False)`` when an intent in
+        flight (recorded, announced, instructed) holds the reservation (any op), when a
+        decided intent awaiting its settle has the same op and params, or when an intent with
+        the same op and params already settled applied on it (a replay of a change already
+        made). A decided intent awaiting its settle does not block another op.
+        """
+        ...
+
+    async def get(self, intent_id: str) -> Intent | None: ...
+
+    async def latest_for_reservation(self, reservation_sid: str) -> Intent | None: ...
+
+    async def transition(
+        self, intent_id: str, expected: Iterable[str], **changes: Any
+    ) -> Intent | None:
+        """Apply ``changes`` if the intent's state is one of ``expected``; else None."""
+        ...
+
+    async def unsettled(self, limit: int = 1000) -> list[Intent]: ...
+
+    async def recent(self, limit: int = 100) -> list[Intent]:
+        """The newest intents first."""
+        ...
+
+    async def first_seen(self, key: str, ttl: float) -> bool:
+        """True the first time ``key`` is seen within ``ttl`` seconds (atomically)."""
+        ...
+
+    async def purge_seen(self) -> int:
+        """Forget dedupe keys past their TTL; returns how many."""
+        ...
+
+    async def record_timeout(self, task_sid: str, reservation_sid: str) -> int:
+        """Count a reservation timeout once per reservation; returns the task's count."""
+        ...
+
+    async def count(self) -> dict[str, int]: ...
+
+
+# ------------------------------------------------------------------------------ the intent row
+# The columns of ``intents``, in the order of ``intent_values`` and ``row_to_intent``.
+FIELDS = (
+    "intent_id",
+    "reservation_sid",
+    "task_sid",
+    "worker_sid",
+    "op",
+    "source",
+    "via",
+    "params",
+    "state",
+    "deadline",
+    "attempts",
+    "reservation_status",
+    "error_code",
+    "error_message",
+    "late_announce",
+    "extra",
+    "created_at",
+    "updated_at",
+)
+COLUMNS = ", ".join(FIELDS)
+
+
+def dump_json(value: Any) -> str:
+    """The one JSON form the journals store and compare (``params`` are matched by it)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def row_to_intent(row: Sequence[Any]) -> Intent:
+    (
+        intent_id,
+        reservation_sid,
+        task_sid,
+        worker_sid,
+        op,
+        source,
+        via,
+        params,
+        state,
+        deadline,
+        attempts,
+        reservation_status,
+        error_code,
+        error_message,
+        late_announce,
+        extra,
+        created_at,
+        updated_at,
+    ) = tuple(row)
+    error = None
+    if error_message is not None:
+        error = ErrorInfo(error_code, error_message)
+    return Intent(
+        intent_id=intent_id,
+        op=op,
+        reservation_sid=reservation_sid,
+        task_sid=task_sid,
+        worker_sid=worker_sid,
+        source=source,
+        params=json.loads(params),
+        state=state,
+        deadline=deadline,
+        created_at=created_at,
+        updated_at=updated_at,
+        via=via,
+        attempts=attempts,
+        reservation_status=reservation_status,
+        error=error,
+        late_announce=bool(late_announce),
+        extra=json.loads(extra),
+    )
+
+
+def intent_values(intent: Intent) -> tuple[Any, ...]:
+    """The row of ``intent``, in ``FIELDS`` order (``late_announce`` a bool: 1/0 in SQLite)."""
+    return (
+        intent.intent_id,
+        intent.reservation_sid,
+        intent.task_sid,
+        intent.worker_sid,
+        intent.op,
+        intent.source,
+        intent.via,
+        dump_json(intent.params),
+        intent.state,
+        intent.deadline,
+        intent.attempts,
+        intent.reservation_status,
+        intent.error.code if intent.error else None,
+        intent.error.message if intent.error else None,
+        bool(intent.late_announce),
+        dump_json(intent.extra),
+        intent.created_at,
+        intent.updated_at,
+    )
+
+
+def joins(existing: Intent | None, intent: Intent) -> bool:
+    """Whether ``intent`` joins ``existing``, the intent holding the claim on its reservation.
+
+    One in flight holds the reservation against any op; a decided one whose item is not yet
+    settled (Sync down) is joined by the same request only: its REST change is done, so
+    another op goes ahead, and a newer intent's item supersedes its late settle.
+    """
+    if existing is None:
+        return False
+    if existing.state in IN_FLIGHT:
+        return True
+    return (
+        existing.state in UNSETTLED
+        and existing.op == intent.op
+        and existing.params == intent.params
+    )
+
+
+# ------------------------------------------------------------------------------ the setting
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def is_postgres_url(value: str) -> bool:
+    return value.split("://", 1)[0].lower() in POSTGRES_SCHEMES and "://" in value
+
+
+def journal_path(value: str) -> str:
+    """``FLEX_BRIDGE_JOURNAL`` as a SQLite file: a path, ``sqlite:///path`` or ``:memory:``."""
+    if value.startswith("sqlite:///"):
+        return value[len("sqlite:///") :] or ":memory:"
+    if value in ("sqlite://:memory:", ":memory:"):
+        return ":memory:"
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        raise ConfigError(
+            f"FLEX_BRIDGE_JOURNAL: {scheme}:// is not a journal: give a path, sqlite:///path "
+            "or postgresql://user:password@host:port/database"
+        )
+    return value
+
+
+def journal_setting(value: str) -> str:
+    """``FLEX_BRIDGE_JOURNAL``, checked: a PostgreSQL URL kept whole, or a SQLite path."""
+    if is_postgres_url(value):
+        postgres_name(value)  # raises ConfigError unless it names a host and a database
+        return value
+    return journal_path(value)
+
+
+def postgres_name(url: str) -> str:
+    """``url`` without its password (nor its query): how errors and logs name the journal.
+
+    Raises ``ConfigError`` unless ``url`` names a host (or ``?host=`` a socket directory)
+    and a database.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"FLEX_BRIDGE_JOURNAL: not a PostgreSQL URL: {exc}") from None
+    query = parse_qs(parts.query)
+    host = parts.hostname or (query.get("host") or [""])[0]
+    database = unquote(parts.path.lstrip("/")) or (query.get("dbname") or [""])[0]
+    user = unquote(parts.username or "") or (query.get("user") or [""])[0]
+    where = f"{parts.hostname or ''}{f':{port}' if port else ''}"
+    name = f"{parts.scheme}://{f'{user}@' if user else ''}{where}/{database}"
+    if not host:
+        raise ConfigError(f"FLEX_BRIDGE_JOURNAL={name}: the URL names no host")
+    if not database:
+        raise ConfigError(f"FLEX_BRIDGE_JOURNAL={name}: the URL names no database")
+    return name
