@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,14 +21,29 @@ if TYPE_CHECKING:
     from flex_bridge.settings import Settings
 
 
+def _server_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    port: int,
+    help: str,
+    description: str,
+) -> argparse.ArgumentParser:
+    """A command that serves HTTP: it listens on ``--host`` and ``--port``."""
+    p = sub.add_parser(name, help=help, description=description)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=port)
+    return p
+
+
 def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+    p = _server_parser(
+        sub,
         "emulator",
+        port=8700,
         help="run the TaskRouter + Sync + Flex token emulator alone",
         description="Run the emulator. It prints its base URL, credentials and seeded SIDs.",
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8700)
     p.add_argument("--state-file", type=Path, help="write the seeded SIDs here as JSON")
     p.add_argument("--no-seed", action="store_true", help="start with no workspace at all")
     p.add_argument("--assignment-url", help="the seeded workflow's AssignmentCallbackUrl")
@@ -60,13 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sync-first coordination of TaskRouter reservations for Twilio Flex.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser(
+    serve = _server_parser(
+        sub,
         "serve",
+        port=8000,
         help="run the bridge (behind Hypercorn)",
         description="Run the bridge. Settings come from the environment (see README).",
     )
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     _emulator_parser(sub)
     demo = sub.add_parser(
@@ -172,8 +189,13 @@ async def serve_bridge(
     from flex_bridge.serving import base_url, bind, serve_app
     from flex_bridge.web import create_app
 
-    app = create_app(settings, services=services)
     sock = bind(host, port)
+    if settings.instance_id is None:
+        # Stable across restarts: a restarted instance (same host, same port: the old process
+        # is surely gone, it held the port) takes its own leases back at once (rule 9).
+        bound = sock.getsockname()[1]
+        settings = dataclasses.replace(settings, instance_id=f"{socket.gethostname()}:{bound}")
+    app = create_app(settings, services=services)
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's full passes, whose pauses would otherwise grow with it.
     gc.collect()

@@ -113,6 +113,8 @@ class Settings:
     http_timeout: float = 10.0
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     webhook_secrets: tuple[str, ...] = ()
+    # Lease owner of this instance (rule 9); `serve` makes one from host and port when unset.
+    instance_id: str | None = None
 
     @property
     def rest_auth(self) -> tuple[str, str]:
@@ -149,4 +151,5 @@ class Settings:
             http_timeout=_float(env, "FLEX_BRIDGE_HTTP_TIMEOUT", 10.0),
             cors_origins=_origins(env, "FLEX_BRIDGE_CORS_ORIGINS"),
             webhook_secrets=_secrets(env, "FLEX_BRIDGE_WEBHOOK_SECRET"),
+            instance_id=env.get("FLEX_BRIDGE_INSTANCE_ID", "").strip() or None,
         )

@@ -102,9 +102,7 @@ async def test_a_ringing_conference_stays_pending_until_taskrouter_says_accepted
     assert [f.get("Instruction") for f in tr.forms] == ["conference"]
     assert [w["phase"] for w in channel.written] == ["pending"]
     tr.set_status("accepted")  # the agent answered
-    await coord.on_reservation_event(
-        "reservation.accepted", reservation_sid=WR, task_sid=WT, worker_sid=WK
-    )
+    await coord.follow("accepted", reservation_sid=WR, task_sid=WT, worker_sid=WK)
     await coord.idle()
     settled = await coord.journal.get(intent_id)
     assert settled is not None and settled.outcome == "applied"
@@ -118,9 +116,7 @@ async def test_a_conference_nobody_answers_settles_failed_on_the_timeout() -> No
     tr.voice_rings = True
     intent_id = await submit_conference(coord)
     tr.set_status("timeout")
-    await coord.on_reservation_event(
-        "reservation.timeout", reservation_sid=WR, task_sid=WT, worker_sid=WK
-    )
+    await coord.follow("timeout", reservation_sid=WR, task_sid=WT, worker_sid=WK)
     await coord.idle()
     settled = await coord.journal.get(intent_id)
     assert settled is not None and settled.outcome == "failed"

@@ -381,3 +381,8 @@ def test_emulator_settings_from_env() -> None:
 def test_emulator_settings_errors(given: dict[str, Any], name: str) -> None:
     with pytest.raises(ConfigError, match=name):
         EmulatorSettings.from_env(given)
+
+
+def test_instance_id() -> None:
+    assert Settings.from_env(env()).instance_id is None  # `serve` names it host:port
+    assert Settings.from_env(env(FLEX_BRIDGE_INSTANCE_ID=" bridge-2 ")).instance_id == "bridge-2"

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -59,33 +60,26 @@ OPTIONS: Final = frozenset({"url", "keys", "target", "method", "timeout", "retri
 MAX_BODY: Final = 64 * 1024  # an answer must fit in 4,096 characters of attributes anyway
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class HttpCrm:
     """The enricher ``http_crm`` builds. Its session is made on first use, inside the loop."""
 
-    def __init__(
-        self,
-        *,
-        url: str,
-        keys: tuple[str, ...],
-        target: str = "crm",
-        method: str = "GET",
-        timeout: float = 1.0,
-        retries: int = 2,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.url = url
-        self.keys = keys
-        self.target = target
-        self.method = method
-        self.timeout = timeout
-        self.retries = retries
-        self.headers = dict(headers or {})
+    url: str
+    keys: tuple[str, ...]
+    target: str = "crm"
+    method: str = "GET"
+    timeout: float = 1.0
+    retries: int = 2
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.headers = dict(self.headers)
         self.policy = RetryPolicy(
-            max_attempts=retries + 1,
+            max_attempts=self.retries + 1,
             base=0.05,
             cap=0.5,
-            max_rate_limited=retries + 1,
-            attempt_margin=timeout,
+            max_rate_limited=self.retries + 1,
+            attempt_margin=self.timeout,
             until_deadline=False,
         )
         self._session: aiohttp.ClientSession | None = None

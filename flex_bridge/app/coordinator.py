@@ -22,8 +22,7 @@ to do next are decided by the pure functions of ``flex_bridge.domain.protocol``.
    (``adapters.retry``).
 5. Every intent reaches ``settled``: ``app.recovery.Recovery`` resumes unsettled intents at
    start-up and periodically, through this driver.
-6. TaskRouter's events settle the matching item whoever caused the change
-   (``on_reservation_event``).
+6. TaskRouter's events settle the matching item whoever caused the change (``follow``).
 7. If Sync is down, ``strict`` refuses the change and ``degrade`` goes ahead after a bounded
    wait, then settles late (``_announce``).
 
@@ -49,6 +48,8 @@ from flex_bridge.adapters.retry import RetryPolicy, retrying
 from flex_bridge.adapters.sync_channel import SyncChannelPort
 from flex_bridge.adapters.taskrouter import ReservationsPort
 from flex_bridge.app.metrics import Metrics
+from flex_bridge.app.ownership import LeaseLost, Ownership
+from flex_bridge.app.waiters import Waiters
 from flex_bridge.domain import protocol
 from flex_bridge.domain.intents import ErrorInfo, Intent, channel_item, new_intent_id
 from flex_bridge.domain.ops import rest_params
@@ -124,6 +125,7 @@ class Coordinator:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         enrich: Enrich | None = None,
+        owner: str | None = None,
     ) -> None:
         self.journal = journal
         self.channel = channel
@@ -137,8 +139,9 @@ class Coordinator:
         )
         self.observers: list[Observer] = [self.metrics.count_step]
         self._running: dict[str, asyncio.Task[None]] = {}
-        # One event per waiting caller: several callers (a double click) may wait on one intent.
-        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self.waiters = Waiters()
+        self.ownership = Ownership(journal, owner)
+        self._fences: dict[str, int] = {}  # intent id -> fencing token, while driven here
         self.last_events = LastEvents()
         self._closing = False
 
@@ -204,35 +207,33 @@ class Coordinator:
                     t.exception(),
                     extra={"intent_id": intent_id},
                 )
-            self._notify(intent_id)
+            self.waiters.notify(intent_id)
 
         task.add_done_callback(done, context=context)
 
     async def wait(self, intent_id: str, timeout: float) -> Intent | None:
-        """The intent once settled (or its settle failed for now), or as it is at ``timeout``."""
-        event = asyncio.Event()
-        waiters = self._waiters.setdefault(intent_id, set())
-        waiters.add(event)
-        try:
-            intent = await self.journal.get(intent_id)
-            if intent is None or intent.settled or timeout <= 0:
-                return intent
-            if intent.intent_id not in self._running and intent.via == "rest":
-                self.start(intent_id)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
-            return await self.journal.get(intent_id)
-        finally:
-            waiters.discard(event)
-            if not waiters and self._waiters.get(intent_id) is waiters:
-                del self._waiters[intent_id]
-
-    def _notify(self, intent_id: str) -> None:
-        for event in self._waiters.get(intent_id, ()):
-            event.set()
+        """The intent once decided, or as it is at ``timeout`` (driven here or elsewhere)."""
+        intent = await self.journal.get(intent_id)
+        if intent is None or intent.settled or timeout <= 0:
+            return intent
+        if intent.intent_id not in self._running and intent.via == "rest":
+            self.start(intent_id)
+        return await self.waiters.wait(intent_id, timeout, lambda: self.journal.get(intent_id))
 
     # ---------------------------------------------------------------------------- driving
     async def _drive(self, intent_id: str) -> None:
+        async with self.ownership.holding(intent_id) as token:
+            if token is None:
+                return  # another instance drives it (rule 9)
+            self._fences[intent_id] = token
+            try:
+                await self._steps(intent_id)
+            except LeaseLost:
+                logger.warning("intent %s: lease lost; left to its new owner", intent_id)
+            finally:
+                del self._fences[intent_id]
+
+    async def _steps(self, intent_id: str) -> None:
         intent = await self.journal.get(intent_id)
         while intent is not None and not self._closing:
             if intent.state == "recorded":
@@ -254,11 +255,14 @@ class Coordinator:
             observer(intent)
 
     async def _move(self, intent: Intent, expected: tuple[str, ...], **changes: Any) -> Intent:
-        moved = await self.journal.transition(intent.intent_id, expected, **changes)
+        fence = self._fences.get(intent.intent_id)
+        moved = await self.journal.transition(intent.intent_id, expected, fence=fence, **changes)
         if moved is None:
             # Someone else moved it (an event, another driver): carry on from the truth.
             current = await self.journal.get(intent.intent_id)
             assert current is not None
+            if fence is not None and current.state in expected:
+                raise LeaseLost(intent.intent_id)  # refused for the fence: a stale driver
             return current
         if "state" in changes:
             self._stepped(moved)
@@ -414,7 +418,7 @@ class Coordinator:
         except FlexBridgeError as exc:
             self.metrics.sync_writes.labels("settle_failed").inc()
             log_intent(intent, "settle failed, recovery will retry: %s", exc, level=logging.WARNING)
-            self._notify(intent.intent_id)
+            self.waiters.notify(intent.intent_id)
             return None
         self.metrics.sync_writes.labels("settled").inc()
         settled = await self._move(intent, ("applied", "refused"), state="settled")
@@ -422,7 +426,7 @@ class Coordinator:
             self.metrics.intents.labels(
                 settled.op, settled.source, settled.outcome or "unknown"
             ).inc()
-        self._notify(intent.intent_id)
+        self.waiters.notify(intent.intent_id)
         status = None
         if settled.settled:
             status = protocol.catch_up(
@@ -436,13 +440,11 @@ class Coordinator:
         return settled
 
     # ----------------------------------------------------------------------------- events
-    async def on_reservation_event(
-        self, event_type: str, *, reservation_sid: str, task_sid: str, worker_sid: str
+    async def follow(
+        self, status: str, *, reservation_sid: str, task_sid: str, worker_sid: str
     ) -> None:
-        """Rule 6: TaskRouter's word settles the matching item, whoever caused the change."""
-        status = protocol.EVENT_STATUS.get(event_type)
-        if status is None:
-            return
+        """Rule 6: TaskRouter's word (an event, or the reconciliation sweep's fetch) settles
+        the matching item, whoever caused the change."""
         self.last_events.record(reservation_sid, status, self.clock())
         latest = await self.journal.latest_for_reservation(reservation_sid)
         action = protocol.on_event(status, latest)

@@ -21,15 +21,19 @@ never stops the others or the webhook's answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from flex_bridge.adapters.journal import Journal
 from flex_bridge.app.attributes import update_attributes
 from flex_bridge.app.metrics import Metrics
+from flex_bridge.app.periodic import Periodic
 from flex_bridge.app.plugins import load_callable
 from flex_bridge.domain.escalation import escalate, escalation_level
+from flex_bridge.domain.protocol import EVENT_STATUS
 from flex_bridge.errors import FlexBridgeError
 
 if TYPE_CHECKING:
@@ -112,30 +116,82 @@ BACKGROUND_ENRICHMENT_MARGIN = 5.0
 DEDUPE_TTL = 86_400.0
 
 
-async def receive_event(svc: Services, event: Mapping[str, str], token: str | None) -> bool:
-    """Take one event callback: False for a delivery already seen (by its idempotency token,
-    or by type, resource and timestamp), else dispatch it to the handlers in the background
-    and return True."""
-    event_type = event.get("EventType", "")
+INBOX_LEASE = 60.0  # seconds an instance has to apply the events it took from the inbox
+INBOX_BATCH = 50
+
+
+def event_key(event: Mapping[str, str], token: str | None) -> str:
+    """An event delivery's dedupe key: type, resource and timestamp (the same for every
+    redelivery of one event), else Twilio's idempotency token."""
     stamp = event.get("TimestampMs") or event.get("Timestamp", "")
-    keys = []
-    if token:
-        keys.append(f"event-token:{token}")
     if event.get("ResourceSid") and stamp:
-        keys.append(f"event:{event_type}:{event['ResourceSid']}:{stamp}")
-    fresh = True
-    for key in keys:
-        if not await svc.journal.first_seen(key, DEDUPE_TTL):
-            fresh = False
-    if fresh:
-        svc.handlers.dispatch_soon(dict(event))
-    return fresh
+        return f"event:{event.get('EventType', '')}:{event['ResourceSid']}:{stamp}"
+    return f"event-token:{token or ''}"
+
+
+class EventInbox(Periodic):
+    """Events are written to the journal before they are acknowledged, applied after, and
+    re-applied after a crash by any instance (the journal's inbox leases them): at least once.
+    The bridge's own handlers are idempotent; user handlers must be too (docs/bridge.md)."""
+
+    name = "event inbox"
+
+    def __init__(self, journal: Journal, handlers: HandlerRegistry, owner: str) -> None:
+        super().__init__()
+        self.journal = journal
+        self.handlers = handlers
+        self.owner = owner
+        self._draining: asyncio.Task[int] | None = None
+
+    async def receive(self, event: Mapping[str, str], token: str | None) -> bool:
+        """Record one delivery durably (``JournalError`` when it cannot be: not to be
+        acknowledged); False for one already recorded. Applied in the background."""
+        if token and not await self.journal.first_seen(f"event-token:{token}", DEDUPE_TTL):
+            return False  # a retry of a delivery already recorded
+        if not await self.journal.inbox_put(event_key(event, token), dict(event)):
+            return False
+        self.apply_soon()
+        return True
+
+    def apply_soon(self) -> None:
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.get_running_loop().create_task(self.drain())
+
+    async def drain(self) -> int:
+        """Apply every event not yet applied that no other instance is applying; returns how
+        many."""
+        applied = 0
+        while taken := await self.journal.inbox_take(self.owner, INBOX_LEASE, INBOX_BATCH):
+            for key, event in taken:
+                await self.handlers.dispatch(event)
+                await self.journal.inbox_done(key)
+                applied += 1
+        return applied
+
+    async def idle(self) -> None:
+        """Wait until every event received so far has been applied (tests, shutdown)."""
+        if self._draining is not None:
+            with contextlib.suppress(FlexBridgeError):
+                await self._draining
+        await self.drain()
+
+    async def once(self) -> None:
+        await self.drain()
+
+    async def close(self) -> None:
+        await super().close()
+        if self._draining is not None:
+            with contextlib.suppress(FlexBridgeError, asyncio.CancelledError):
+                await self._draining
 
 
 def register_builtin_handlers(svc: Services) -> None:
     async def settle_from_event(event: Mapping[str, str]) -> None:
-        await svc.coordinator.on_reservation_event(
-            event.get("EventType", ""),
+        status = EVENT_STATUS.get(event.get("EventType", ""))
+        if status is None:
+            return
+        await svc.coordinator.follow(
+            status,
             reservation_sid=event.get("ReservationSid") or event.get("ResourceSid", ""),
             task_sid=event.get("TaskSid", ""),
             worker_sid=event.get("WorkerSid", ""),

@@ -4,28 +4,28 @@
 ``protocol.recovery_action`` decides: an intent with no driver is driven again; an instruction
 TaskRouter has (a callback reply, or a voice instruction ringing) is checked against TaskRouter
 once its grace has passed, and settled if the offer is over: never sent again. The bridge
-sweeps at start-up and then every ``[recovery] interval`` seconds, and each periodic sweep
-also forgets the webhook dedupe keys whose TTL has passed.
+sweeps at start-up and then every ``[recovery] interval`` seconds.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from flex_bridge.app.coordinator import Coordinator, log_intent
+from flex_bridge.app.periodic import Periodic
 from flex_bridge.domain import protocol
-from flex_bridge.errors import FlexBridgeError, UpstreamError
+from flex_bridge.errors import UpstreamError
 
 logger = logging.getLogger("flex_bridge.coordinator")
 SWEEP_LIMIT = 100_000
 
 
-class Recovery:
+class Recovery(Periodic):
+    name = "recovery sweep"
+
     def __init__(self, coordinator: Coordinator) -> None:
+        super().__init__()
         self.coordinator = coordinator
-        self._task: asyncio.Task[None] | None = None
 
     async def sweep(self) -> int:
         """Resume every unsettled intent; returns how many were resumed."""
@@ -48,24 +48,7 @@ class Recovery:
             resumed += 1
         return resumed
 
-    async def run(self, interval: float) -> None:
-        while True:
-            try:
-                resumed = await self.sweep()
-                if resumed:
-                    logger.info("recovery resumed %d intent(s)", resumed)
-                await self.coordinator.journal.purge_seen()
-            except FlexBridgeError as exc:
-                # Journal and upstream errors are typed; a failed sweep is tried again at the
-                # next interval, for the life of the process.
-                logger.warning("recovery sweep failed: %s", exc)
-            await asyncio.sleep(interval)
-
-    def start(self, interval: float) -> None:
-        self._task = asyncio.get_running_loop().create_task(self.run(interval))
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def once(self) -> None:
+        resumed = await self.sweep()
+        if resumed:
+            logger.info("recovery resumed %d intent(s)", resumed)

@@ -21,8 +21,9 @@ from flex_bridge.adapters.sync_channel import SyncChannelPort, TwilioSyncChannel
 from flex_bridge.adapters.taskrouter import TaskRouterPort, TwilioTaskRouter
 from flex_bridge.app.coordinator import Coordinator
 from flex_bridge.app.enrichment import Enrichment
-from flex_bridge.app.events import HandlerRegistry
+from flex_bridge.app.events import EventInbox, HandlerRegistry
 from flex_bridge.app.metrics import Metrics
+from flex_bridge.app.reconcile import Reconciler
 from flex_bridge.app.recovery import Recovery
 from flex_bridge.errors import FlexBridgeError
 from flex_bridge.settings import Settings
@@ -43,10 +44,14 @@ class Services:
     enrichment: Enrichment | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     recovery: Recovery = field(init=False)
+    inbox: EventInbox = field(init=False)
+    reconciler: Reconciler = field(init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.recovery = Recovery(self.coordinator)
+        self.inbox = EventInbox(self.journal, self.handlers, self.coordinator.ownership.owner)
+        self.reconciler = Reconciler(self)
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -58,6 +63,8 @@ class Services:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.recovery.close()
+        await self.inbox.close()
+        await self.reconciler.close()
         await self.coordinator.close()
         for closer in reversed(self.closers):
             with contextlib.suppress(FlexBridgeError, OSError):
@@ -94,6 +101,7 @@ async def open_services(settings: Settings, metrics: Metrics) -> Services:
         settings.policy,
         metrics=metrics,
         enrich=enrichment.for_intent if enrichment else None,
+        owner=settings.instance_id,
     )
     handlers = HandlerRegistry(metrics)
     handlers.load(settings.policy.event_handlers)

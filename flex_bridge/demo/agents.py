@@ -79,32 +79,25 @@ class Feed:
                 await self._task
 
 
+@dataclass(eq=False, kw_only=True)
 class Agent:
-    def __init__(
-        self,
-        *,
-        name: str,
-        worker_sid: str,
-        token: str,
-        bridge_url: str,
-        feed: Feed,
-        http: aiohttp.ClientSession,
-        set_available: Any,
-        rng: random.Random,
-        ignore_rate: float,
-    ) -> None:
-        self.name = name
-        self.worker_sid = worker_sid
-        self.token = token
-        self.bridge_url = bridge_url
-        self.feed = feed
-        self.http = http
-        self.set_available = set_available
-        self.rng = rng
-        self.ignore_rate = ignore_rate
-        self.stats = AgentStats()
-        self.inbox = feed.subscribe(worker_sid)
-        self.map = map_name(worker_sid)
+    """One simulated agent: its worker's reservations arrive from ``feed``; it acts on them
+    through the bridge's ``/flex`` API at ``bridge_url`` with its Flex ``token``."""
+
+    name: str
+    worker_sid: str
+    token: str
+    bridge_url: str
+    feed: Feed
+    http: aiohttp.ClientSession
+    set_available: Any
+    rng: random.Random
+    ignore_rate: float
+    stats: AgentStats = field(default_factory=AgentStats, init=False)
+
+    def __post_init__(self) -> None:
+        self.inbox = self.feed.subscribe(self.worker_sid)
+        self.map = map_name(self.worker_sid)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def bridge_is_accepting(self, reservation_sid: str) -> bool:

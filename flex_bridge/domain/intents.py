@@ -38,6 +38,16 @@ def new_intent_id(now: float | None = None) -> str:
 _INTERNAL = re.compile(r"(?:(?:GET|POST|PUT|DELETE) )?(?:https?://\S+|/v\d+/\S*)")
 
 
+def ordered_after(intent_id: str, previous: str | None) -> str:
+    """``intent_id``, or a fresh id one millisecond after ``previous`` when it would not sort
+    after it. A reservation's intents must sort in the order they were made (items are
+    ordered by intent id), even when two instances' clocks disagree by a few milliseconds."""
+    if previous is None or intent_id > previous:
+        return intent_id
+    millis = int(previous[3:15], 16) + 1
+    return f"in_{millis:012x}{os.urandom(5).hex()}"
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorInfo:
     """Why an intent failed. ``code`` is Twilio's error code, or, for a failure of the

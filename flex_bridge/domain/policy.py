@@ -109,6 +109,26 @@ class RetrySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReconcilePolicy:
+    """The anti-entropy sweep (``[reconcile]``): every ``interval`` seconds one instance
+    compares the items of recently active reservations with TaskRouter, at most ``budget``
+    fetches a sweep, and adopts pending offers the journal has never seen."""
+
+    interval: float = 60.0
+    budget: int = 200  # TaskRouter fetches per sweep, at most
+    window: float = 86_400.0  # seconds since an intent's last step that make it "recent"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """``[retention]``: settled intents and webhook dedupe keys older than ``intents``
+    seconds are pruned, ``batch`` rows at a time."""
+
+    intents: float = 7 * 86_400.0
+    batch: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     rules: tuple[AssignmentRule, ...] = ()
     sync: SyncPolicy = field(default_factory=SyncPolicy)
@@ -117,6 +137,8 @@ class Policy:
     event_handlers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     timeout: TimeoutPolicy = field(default_factory=TimeoutPolicy)
     enrichment: EnrichmentPolicy = field(default_factory=EnrichmentPolicy)
+    reconcile: ReconcilePolicy = field(default_factory=ReconcilePolicy)
+    retention: RetentionPolicy = field(default_factory=RetentionPolicy)
 
 
 def _same(want: Any, have: Any) -> bool:
@@ -332,7 +354,17 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
     """Build a ``Policy`` from the parsed TOML document; ``PolicyError`` names what is wrong."""
     _known(
         data,
-        {"sync", "retry", "recovery", "assignment", "events", "timeout", "enrichment"},
+        {
+            "sync",
+            "retry",
+            "recovery",
+            "assignment",
+            "events",
+            "timeout",
+            "enrichment",
+            "reconcile",
+            "retention",
+        },
         "policy",
     )
     sync = _table(data, "sync", "")
@@ -379,4 +411,25 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
         event_handlers=handlers,
         timeout=_timeout(data),
         enrichment=_enrichment(data),
+        reconcile=_reconcile(data),
+        retention=_retention(data),
+    )
+
+
+def _reconcile(data: Mapping[str, Any]) -> ReconcilePolicy:
+    table = _table(data, "reconcile", "")
+    _known(table, {"interval", "budget", "window"}, "reconcile")
+    return ReconcilePolicy(
+        interval=float(_number(table, "interval", 60.0, "reconcile", minimum=1.0)),
+        budget=int(_number(table, "budget", 200, "reconcile", minimum=1, integer=True)),
+        window=float(_number(table, "window", 86_400.0, "reconcile", minimum=60.0)),
+    )
+
+
+def _retention(data: Mapping[str, Any]) -> RetentionPolicy:
+    table = _table(data, "retention", "")
+    _known(table, {"intents", "batch"}, "retention")
+    return RetentionPolicy(
+        intents=float(_number(table, "intents", 7 * 86_400.0, "retention", minimum=3600.0)),
+        batch=int(_number(table, "batch", 1000, "retention", minimum=1, integer=True)),
     )

@@ -56,6 +56,7 @@ class WebhookResult:
 
 ALGORITHMS = (HMAC_SHA256, HMAC_SHA1)
 SIGNING_FIELDS = frozenset({"key", "secret", "algorithm", "percent"})
+EVENT_TIMEOUT = 15.0  # seconds an event callback may take to answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,6 @@ class WebhookSender:
         auth_token: str,
         log: RequestLog,
         *,
-        event_timeout: float = 15.0,
         retry_events: bool = False,
         event_attempts: int = 3,
         retry_base: float = 1.0,
@@ -120,7 +120,6 @@ class WebhookSender:
     ) -> None:
         self.validator = RequestValidator(auth_token)
         self.log = log
-        self.event_timeout = event_timeout
         self.retry_events = retry_events
         self.event_attempts = event_attempts
         self.retry_base = retry_base
@@ -246,7 +245,7 @@ class WebhookSender:
                 "event",
                 url,
                 params,
-                timeout=self.event_timeout,
+                timeout=EVENT_TIMEOUT,
                 idempotency_token=token,
                 attempt=attempt,
             )

@@ -29,6 +29,9 @@ def create_app(settings: Settings, *, services: ServicesFactory | None = None) -
         app.config["services"] = svc
         await svc.recovery.sweep()
         svc.recovery.start(settings.policy.recovery_interval)
+        svc.inbox.start(settings.policy.recovery_interval)
+        svc.inbox.apply_soon()  # what an instance that died left in the inbox
+        svc.reconciler.start(settings.policy.reconcile.interval)
         svc.spawn(adopt_at_startup(svc))
 
     @app.after_serving

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
 
 from flex_bridge.app.assignment import OfferFacts, answer_callback
-from flex_bridge.app.events import receive_event
+from flex_bridge.app.services import Services
 from flex_bridge.domain.protocol import INSTRUCTION_GRACE
-from flex_bridge.errors import FlexBridgeError
+from flex_bridge.errors import FlexBridgeError, JournalError
 from flex_bridge.web.context import services
 from flex_bridge.web.errors import error
 from flex_bridge.web.signatures import Signers, verify
@@ -45,51 +45,72 @@ def _json(body: dict[str, Any]) -> Response:
     return response
 
 
-@bp.post("/taskrouter/assignment")
-async def assignment() -> Response:
-    started = time.perf_counter()
-    svc = services()
-    form = await _verified("assignment")
-    if isinstance(form, Response):
-        return form
-    missing = [k for k in ("ReservationSid", "TaskSid", "WorkerSid") if not form.get(k)]
-    if missing:
-        svc.metrics.webhooks.labels("assignment", "bad_request").inc()
-        return error(400, "missing_parameter", f"missing {', '.join(missing)}")
+WebhookHandler = Callable[[Services, Mapping[str, str]], Awaitable[tuple[Response, str]]]
+
+
+def _webhook(endpoint: str, *required: str) -> Callable[[WebhookHandler], WebhookHandler]:
+    """Serve ``handler`` at ``/taskrouter/<endpoint>``: the request's signature checked and the
+    ``required`` parameters present first. The handler answers and names its result; each
+    request is counted by result, and timed when it reached the handler."""
+
+    def register(handler: WebhookHandler) -> WebhookHandler:
+        async def view() -> Response:
+            started = time.perf_counter()
+            form = await _verified(endpoint)
+            if isinstance(form, Response):
+                return form
+            svc = services()
+            missing = [k for k in required if not form.get(k)]
+            if missing:
+                svc.metrics.webhooks.labels(endpoint, "bad_request").inc()
+                return error(400, "missing_parameter", f"missing {', '.join(missing)}")
+            response, result = await handler(svc, form)
+            svc.metrics.webhooks.labels(endpoint, result).inc()
+            svc.metrics.webhook_latency.labels(endpoint).observe(time.perf_counter() - started)
+            return response
+
+        bp.add_url_rule(f"/taskrouter/{endpoint}", endpoint, view, methods=["POST"])
+        return handler
+
+    return register
+
+
+def _deferred(
+    form: Mapping[str, str], result: str, level: int, reason: object
+) -> tuple[Response, str]:
+    """The assignment answered {} (defer: the intent goes on in the background), logged."""
+    sid = form["ReservationSid"]
+    logger.log(level, "assignment %s: %s; deferring", sid, reason, extra={"reservation_sid": sid})
+    return _json({}), result
+
+
+@_webhook("assignment", "ReservationSid", "TaskSid", "WorkerSid")
+async def assignment(svc: Services, form: Mapping[str, str]) -> tuple[Response, str]:
     try:
         reply_by = time.monotonic() + REPLY_BUDGET
         offer = OfferFacts.from_callback(form)
         reply = await asyncio.wait_for(answer_callback(svc, offer, reply_by), REPLY_BUDGET)
-        result = "ok"
     except TimeoutError:
-        logger.warning(
-            "assignment %s: no decision within %.1f s; deferring",
-            form["ReservationSid"],
-            REPLY_BUDGET,
-            extra={"reservation_sid": form["ReservationSid"]},
-        )
-        reply, result = {}, "deferred_late"
+        late = f"no decision within {REPLY_BUDGET:.1f} s"
+        return _deferred(form, "deferred_late", logging.WARNING, late)
+    except JournalError as exc:
+        # Not recorded, so not answered as handled: TaskRouter tries the fallback URL, or the
+        # reservation waits for the reconciliation sweep to adopt it.
+        logger.error("assignment %s: journal unavailable: %s", form["ReservationSid"], exc)
+        message = "the bridge cannot record this callback now"
+        return error(503, "journal_unavailable", message), "journal_unavailable"
     except FlexBridgeError as exc:
-        logger.error(
-            "assignment %s: %s; deferring",
-            form["ReservationSid"],
-            exc,
-            extra={"reservation_sid": form["ReservationSid"]},
-        )
-        reply, result = {}, "deferred_error"
-    svc.metrics.webhooks.labels("assignment", result).inc()
-    svc.metrics.webhook_latency.labels("assignment").observe(time.perf_counter() - started)
-    return _json(reply)
+        return _deferred(form, "deferred_error", logging.ERROR, exc)
+    return _json(reply), "ok"
 
 
-@bp.post("/taskrouter/events")
-async def events() -> Response:
-    started = time.perf_counter()
-    svc = services()
-    form = await _verified("events")
-    if isinstance(form, Response):
-        return form
-    fresh = await receive_event(svc, form, request.headers.get("I-Twilio-Idempotency-Token"))
-    svc.metrics.webhooks.labels("events", "ok" if fresh else "duplicate").inc()
-    svc.metrics.webhook_latency.labels("events").observe(time.perf_counter() - started)
-    return Response("", status=204)
+@_webhook("events")
+async def events(svc: Services, form: Mapping[str, str]) -> tuple[Response, str]:
+    try:
+        fresh = await svc.inbox.receive(form, request.headers.get("I-Twilio-Idempotency-Token"))
+    except JournalError as exc:
+        # Not recorded, so not acknowledged; the reconciliation sweep repairs what it changed.
+        logger.error("event %s: journal unavailable: %s", form.get("EventType", ""), exc)
+        message = "the bridge cannot record this event now"
+        return error(503, "journal_unavailable", message), "journal_unavailable"
+    return Response("", status=204), "ok" if fresh else "duplicate"

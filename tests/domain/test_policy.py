@@ -409,3 +409,34 @@ def test_subset_match_is_reflexive(a: dict[str, Any]) -> None:
 def test_mutual_subsets_are_equal_objects(a: dict[str, Any], b: dict[str, Any]) -> None:
     if subset_match(a, b) and subset_match(b, a):
         assert set(a) == set(b)
+
+
+def test_reconcile_and_retention_defaults_and_values() -> None:
+    default = parse_policy({})
+    assert (default.reconcile.interval, default.reconcile.budget) == (60.0, 200)
+    assert default.retention.intents == 7 * 86_400.0
+    policy = parse_policy(
+        {
+            "reconcile": {"interval": 30, "budget": 50, "window": 3600},
+            "retention": {"intents": 86_400, "batch": 500},
+        }
+    )
+    assert (policy.reconcile.interval, policy.reconcile.budget) == (30.0, 50)
+    assert policy.reconcile.window == 3600.0
+    assert (policy.retention.intents, policy.retention.batch) == (86_400.0, 500)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"reconcile": {"interval": 0.5}}, "reconcile.interval must be at least 1"),
+        ({"reconcile": {"budget": 0}}, "reconcile.budget must be at least 1"),
+        ({"reconcile": {"every": 3}}, "reconcile: unknown key(s) every"),
+        ({"retention": {"intents": 60}}, "retention.intents must be at least 3600"),
+        ({"retention": {"batch": 1.5}}, "retention.batch must be an integer"),
+    ],
+)
+def test_reconcile_and_retention_errors_name_the_key(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(PolicyError) as caught:
+        parse_policy(data)
+    assert message in str(caught.value)

@@ -99,7 +99,7 @@ def task_reads(entries: list[dict[str, Any]], task_sid: str) -> list[dict[str, A
 
 def drain(env: Env) -> None:
     """Wait until every event handler the bridge has dispatched has finished."""
-    env.bridge.call(lambda svc: svc.handlers.drain())
+    env.bridge.call(lambda svc: svc.inbox.idle())
 
 
 async def delivered(env: Env, event_type: str, resource_sid: str) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ def _policy(*paths: str) -> dict[str, Any]:
 
 def _drain(env: Env) -> None:
     """Wait until every dispatched handler has finished."""
-    env.bridge.call(lambda svc: svc.handlers.drain())
+    env.bridge.call(lambda svc: svc.inbox.idle())
 
 
 def _metric(env: Env, line_start: str) -> float:

@@ -323,7 +323,7 @@ async def quiet(run: Run) -> None:
 
     async def settled(svc: Any) -> bool:
         await svc.coordinator.idle()
-        await svc.handlers.drain()
+        await svc.inbox.idle()
         return not await svc.journal.unsettled()
 
     async def converged() -> bool:

@@ -183,7 +183,7 @@ class Harness:
     def quiet(self) -> None:
         """Let every background step of the bridge finish (intents, event handlers)."""
         self.run(self.svc.coordinator.idle())
-        self.run(self.svc.handlers.drain())
+        self.run(self.svc.inbox.idle())
 
     def snapshot(self) -> tuple[Any, ...]:
         self.quiet()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from flex_bridge.domain.intents import IN_FLIGHT, UNSETTLED, ErrorInfo, Intent
+from flex_bridge.domain.intents import IN_FLIGHT, UNSETTLED, ErrorInfo, Intent, ordered_after
 from flex_bridge.errors import ConfigError
 
 
@@ -16,7 +16,12 @@ class Journal(Protocol):
 
     async def close(self) -> None: ...
 
-    async def ping(self) -> None: ...
+    async def ping(self) -> None:
+        """Prove the journal can be written: one write to the one-row ``health`` table, in a
+        transaction, within a bound (about 2 s of waiting for a lock). Raises ``JournalError``
+        saying why not: closed, deleted, replaced, read-only, locked, unreachable, failing.
+        """
+        ...
 
     async def submit(self, intent: Intent) -> tuple[Intent, bool]:
         """Record ``intent`` unless the reservation already has one that it should join.
@@ -34,15 +39,31 @@ class Journal(Protocol):
     async def latest_for_reservation(self, reservation_sid: str) -> Intent | None: ...
 
     async def transition(
-        self, intent_id: str, expected: Iterable[str], **changes: Any
+        self,
+        intent_id: str,
+        expected: Iterable[str],
+        *,
+        fence: int | None = None,
+        **changes: Any,
     ) -> Intent | None:
-        """Apply ``changes`` if the intent's state is one of ``expected``; else None."""
+        """Apply ``changes`` if the intent's state is one of ``expected``; else None.
+
+        With ``fence``, only while the lease named ``intent_id`` exists with that token and
+        is unexpired (checked in the same transaction): a late write of an owner whose lease
+        expired or changed hands is refused (None).
+        """
         ...
 
     async def unsettled(self, limit: int = 1000) -> list[Intent]: ...
 
     async def recent(self, limit: int = 100) -> list[Intent]:
         """The newest intents first."""
+        ...
+
+    async def active_reservations(self, since: float, limit: int) -> list[Intent]:
+        """Each reservation's newest intent (by ``intent_id``), when it was updated at
+        ``since`` or later and its ``reservation_status`` is not final (``FINAL_STATUSES``;
+        None counts as active): the oldest ``updated_at`` first, at most ``limit``."""
         ...
 
     async def first_seen(self, key: str, ttl: float) -> bool:
@@ -58,6 +79,63 @@ class Journal(Protocol):
         ...
 
     async def count(self) -> dict[str, int]: ...
+
+    # -------------------------------------------------------------------------- leases
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> int | None:
+        """Take the lease ``name`` for ``owner`` until now + ``ttl``, or renew it if ``owner``
+        holds it unexpired; returns its fencing token, or None while another owner holds it.
+
+        A renewal keeps the token; every new tenure (another owner, or the same one after
+        its lease expired or was released) gets a new token, greater than any token the
+        journal gave before (one counter for all leases, so tokens never repeat, even after
+        ``prune`` dropped a lease's row).
+        """
+        ...
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Expire the lease at once if ``owner`` holds it (the row stays); else nothing."""
+        ...
+
+    # -------------------------------------------------------------------------- inbox
+    async def inbox_put(self, key: str, body: dict[str, str]) -> bool:
+        """Record one webhook delivery under its dedupe ``key``, durably: True when new,
+        False when ``key`` is there already (a redelivery: nothing changes)."""
+        ...
+
+    async def inbox_take(
+        self, owner: str, lease: float, limit: int
+    ) -> list[tuple[str, dict[str, str]]]:
+        """Claim up to ``limit`` entries not done whose lease is free or expired, the oldest
+        first, leasing them to ``owner`` for ``lease`` seconds; returns ``(key, body)``
+        pairs. Two takers never get one entry while its lease holds."""
+        ...
+
+    async def inbox_done(self, key: str) -> None:
+        """Mark the entry applied: it is never taken again (``prune`` drops it later)."""
+        ...
+
+    # -------------------------------------------------------------------------- retention
+    async def prune(self, before: float, limit: int) -> int:
+        """Delete, at most ``limit`` rows per table: settled intents updated before
+        ``before`` (and the claims pointing at them), expired dedupe keys, inbox entries
+        done before ``before``, timeouts recorded before ``before``, and leases expired
+        before ``before``. Returns how many rows went. Unsettled intents are never deleted.
+        """
+        ...
+
+
+# TaskRouter's final reservation statuses: nothing left to reconcile.
+FINAL_STATUSES: Final = frozenset({"completed", "canceled", "timeout", "rescinded", "rejected"})
+
+
+def dump_body(body: dict[str, str]) -> str:
+    """An inbox body as stored (JSON text)."""
+    return json.dumps(body)
+
+
+def load_body(text: str) -> dict[str, str]:
+    loaded = json.loads(text)
+    return {str(k): str(v) for k, v in loaded.items()}
 
 
 # ------------------------------------------------------------------------------ the intent row
@@ -175,6 +253,12 @@ def joins(existing: Intent | None, intent: Intent) -> bool:
         and existing.op == intent.op
         and existing.params == intent.params
     )
+
+
+def after_claim(existing: Intent | None, intent: Intent) -> Intent:
+    """``intent`` with an id that sorts after the claim's (``intents.ordered_after``)."""
+    previous = existing.intent_id if existing is not None else None
+    return intent.evolve(intent_id=ordered_after(intent.intent_id, previous))
 
 
 # ------------------------------------------------------------------------------ the setting

@@ -11,10 +11,19 @@ locks make it atomic across processes, with the SQLite journal's semantics:
   ``WHERE state = ANY($n)``: compare-and-set, one winner.
 - ``first_seen`` is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE expired``;
   ``record_timeout`` counts under a transaction-scoped advisory lock on the task.
+- ``acquire_lease`` is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE mine or expired``
+  whose new tokens come from the ``lease_tokens`` sequence, drawn after the row is locked;
+  ``transition(fence=)`` reads the lease ``FOR SHARE`` before the intent, so a takeover
+  waits for a transition under the old token to commit (and then sees its result).
+- ``inbox_take`` claims with ``FOR UPDATE SKIP LOCKED``: concurrent takers pass each
+  other's rows by, and re-check the lease on the row they lock.
+- ``prune`` locks the claims before the intents they name, as ``submit`` does (no
+  deadlock), and every ``DELETE`` re-checks its condition on the row it deletes.
 
 The schema is created or migrated by ``open``, by whichever instance starts first: the DDL
 runs under ``pg_advisory_xact_lock`` (instances starting together wait for each other, and
-then find it done), and ``schema_version`` says which migrations ran. Errors of asyncpg and
+then find it done), and ``schema_version`` says which migrations ran (at the current version,
+``open`` only reads it: a restart needs no DDL, nor its privileges). Errors of asyncpg and
 of the server become ``JournalError``, naming the journal without its password.
 """
 
@@ -32,9 +41,13 @@ import asyncpg
 from flex_bridge.adapters.journal.base import (
     COLUMNS,
     FIELDS,
+    FINAL_STATUSES,
+    after_claim,
+    dump_body,
     dump_json,
     intent_values,
     joins,
+    load_body,
     postgres_name,
     row_to_intent,
 )
@@ -94,6 +107,38 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         CREATE INDEX IF NOT EXISTS timeouts_by_task ON timeouts (task_sid);
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE IF NOT EXISTS leases (
+            name       text COLLATE "C" PRIMARY KEY,
+            owner      text NOT NULL,
+            token      bigint NOT NULL,
+            expires_at double precision NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS leases_by_expiry ON leases (expires_at);
+        CREATE SEQUENCE IF NOT EXISTS lease_tokens AS bigint;
+        CREATE TABLE IF NOT EXISTS inbox (
+            key         text COLLATE "C" PRIMARY KEY,
+            body        text NOT NULL,
+            received_at double precision NOT NULL,
+            done_at     double precision,
+            lease_owner text,
+            lease_until double precision
+        );
+        CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (received_at, key)
+            WHERE done_at IS NULL;
+        CREATE INDEX IF NOT EXISTS inbox_done ON inbox (done_at) WHERE done_at IS NOT NULL;
+        CREATE TABLE IF NOT EXISTS health (
+            id integer PRIMARY KEY CHECK (id = 1),
+            at double precision NOT NULL
+        );
+        INSERT INTO health (id, at) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+        CREATE INDEX IF NOT EXISTS intents_by_update ON intents (updated_at);
+        CREATE INDEX IF NOT EXISTS seen_by_expiry ON seen (expires_at);
+        CREATE INDEX IF NOT EXISTS timeouts_by_time ON timeouts (at);
+        """,
+    ),
 )
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
@@ -116,6 +161,50 @@ _UPDATE = (
     + ", ".join(f"{field} = ${n + 2}" for n, field in enumerate(FIELDS[1:]))
     + f" WHERE intent_id = $1 AND state = ANY(${len(FIELDS) + 1}::text[])"
 )
+# Each reservation's newest intent, if recently updated and the reservation not over.
+_ACTIVE = (
+    f"SELECT {COLUMNS} FROM intents AS i WHERE i.updated_at >= $1 "
+    "AND (i.reservation_status IS NULL OR i.reservation_status <> ALL($2::text[])) "
+    "AND NOT EXISTS (SELECT 1 FROM intents AS n "
+    "WHERE n.reservation_sid = i.reservation_sid AND n.intent_id > i.intent_id) "
+    "ORDER BY i.updated_at, i.intent_id LIMIT $3"
+)
+# Take the lease: insert it, renew it (same owner, unexpired: same token), or take it over
+# (expired: a new token, drawn only once the row is locked, so it is the newest); no row when
+# another owner holds it. $1 name, $2 owner, $3 until, $4 now.
+_ACQUIRE = """
+    INSERT INTO leases AS l (name, owner, token, expires_at)
+    VALUES ($1, $2, nextval('lease_tokens'), $3)
+    ON CONFLICT (name) DO UPDATE SET
+        token = CASE WHEN l.owner = excluded.owner AND l.expires_at > $4 THEN l.token
+                     ELSE nextval('lease_tokens') END,
+        owner = excluded.owner,
+        expires_at = excluded.expires_at
+    WHERE l.owner = excluded.owner OR l.expires_at <= $4
+    RETURNING token
+"""
+# Up to $4 entries not done and not leased (or whose lease ran out), the oldest first, leased
+# to $1 until $2; $3 now. SKIP LOCKED: a concurrent taker's rows are passed by.
+_TAKE = """
+    WITH taken AS (
+        SELECT key FROM inbox
+        WHERE done_at IS NULL AND (lease_until IS NULL OR lease_until <= $3)
+        ORDER BY received_at, key LIMIT $4
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE inbox AS i SET lease_owner = $1, lease_until = $2
+    FROM taken WHERE i.key = taken.key
+    RETURNING i.key, i.body, i.received_at
+"""
+# The other tables ``prune`` trims: (table, key, condition on $2 and $3, the cut-offs these
+# are: "now" or "before"). The condition is checked again on each row deleted (one renewed
+# meanwhile stays).
+_TRIMMED: Final = (
+    ("seen", "key", "expires_at <= $2", ("now",)),
+    ("inbox", "key", "done_at < $2", ("before",)),
+    ("timeouts", "reservation_sid", "at < $2", ("before",)),
+    ("leases", "name", "expires_at <= $2 AND expires_at < $3", ("now", "before")),
+)
 
 
 class PostgresJournal:
@@ -124,7 +213,8 @@ class PostgresJournal:
     ``url`` is ``postgresql://user:password@host:port/database`` (or ``postgres://``); query
     parameters are asyncpg's (``sslmode``, …) or server settings (``search_path``, …). The
     pool holds ``min_size`` to ``max_size`` connections; ``timeout`` bounds connecting,
-    waiting for a connection, and each statement.
+    waiting for a connection, and each statement. ``ping_timeout`` bounds how long ``ping``
+    waits for a lock (``lock_timeout``) before it reports the journal locked.
     """
 
     def __init__(
@@ -135,6 +225,7 @@ class PostgresJournal:
         min_size: int = 1,
         max_size: int = 10,
         timeout: float = 10.0,
+        ping_timeout: float = 2.0,
     ) -> None:
         self.url = url
         self.name = postgres_name(url)
@@ -142,6 +233,7 @@ class PostgresJournal:
         self.min_size = min_size
         self.max_size = max_size
         self.timeout = timeout
+        self.ping_timeout = ping_timeout
         self._secrets = _passwords(url)
         self._pool: Any = None  # asyncpg.Pool, untyped
 
@@ -201,7 +293,27 @@ class PostgresJournal:
             raise self._error("cannot close", exc) from exc
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.fetchval("SELECT 1"))
+        """Write the ``health`` row in a transaction; ``JournalError`` saying why it could not
+        be written (unreachable, read-only, locked past ``ping_timeout``, …) otherwise."""
+        pool = self._pool
+        if pool is None:
+            raise JournalError("the journal is not open")
+        now, bound = self.clock(), self.ping_timeout
+        try:
+            async with pool.acquire(timeout=self.timeout) as conn, conn.transaction():
+                # SET LOCAL takes no parameters: a number formatted here, nothing else.
+                await conn.execute(f"SET LOCAL lock_timeout = {max(1, round(bound * 1000))}")
+                await conn.execute(
+                    "INSERT INTO health (id, at) VALUES (1, $1) "
+                    "ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    now,
+                )
+        except asyncpg.LockNotAvailableError as exc:
+            raise self._error(f"locked: a write waited {bound:g} s for a lock in", exc) from exc
+        except asyncpg.ReadOnlySQLTransactionError as exc:
+            raise self._error("read-only: cannot write", exc) from exc
+        except _ERRORS as exc:
+            raise self._error("cannot write", exc) from exc
 
     async def get(self, intent_id: str) -> Intent | None:
         return await self._run(
@@ -221,11 +333,17 @@ class PostgresJournal:
         return await self._run(lambda conn: _submit(conn, intent))
 
     async def transition(
-        self, intent_id: str, expected: Iterable[str], **changes: Any
+        self,
+        intent_id: str,
+        expected: Iterable[str],
+        *,
+        fence: int | None = None,
+        **changes: Any,
     ) -> Intent | None:
         allowed = list(expected)
+        now = self.clock()
         return await self._run(
-            lambda conn: _transition(conn, intent_id, allowed, changes, self.clock())
+            lambda conn: _transition(conn, intent_id, allowed, changes, now, fence)
         )
 
     async def unsettled(self, limit: int = 1000) -> list[Intent]:
@@ -239,6 +357,12 @@ class PostgresJournal:
         return await self._run(
             lambda conn: _all(conn, f"{_SELECT} ORDER BY intent_id DESC LIMIT $1", limit)
         )
+
+    async def active_reservations(self, since: float, limit: int) -> list[Intent]:
+        if limit <= 0:
+            return []
+        final = sorted(FINAL_STATUSES)
+        return await self._run(lambda conn: _all(conn, _ACTIVE, since, final, limit))
 
     async def first_seen(self, key: str, ttl: float) -> bool:
         now = self.clock()
@@ -271,6 +395,60 @@ class PostgresJournal:
         )
         return {str(state): int(n) for state, n in rows}
 
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> int | None:
+        now = self.clock()
+        token = await self._run(lambda conn: conn.fetchval(_ACQUIRE, name, owner, now + ttl, now))
+        return None if token is None else int(token)
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        now = self.clock()
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE leases SET expires_at = $3 "
+                "WHERE name = $1 AND owner = $2 AND expires_at > $3",
+                name,
+                owner,
+                now,
+            )
+        )
+
+    async def inbox_put(self, key: str, body: dict[str, str]) -> bool:
+        now, text = self.clock(), dump_body(body)
+        status = await self._run(
+            lambda conn: conn.execute(
+                "INSERT INTO inbox (key, body, received_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT (key) DO NOTHING",
+                key,
+                text,
+                now,
+            )
+        )
+        return _rows(status) == 1
+
+    async def inbox_take(
+        self, owner: str, lease: float, limit: int
+    ) -> list[tuple[str, dict[str, str]]]:
+        if limit <= 0:
+            return []
+        now = self.clock()
+        rows = await self._run(lambda conn: conn.fetch(_TAKE, owner, now + lease, now, limit))
+        rows = sorted(rows, key=lambda row: (row["received_at"], row["key"]))
+        return [(str(row["key"]), load_body(row["body"])) for row in rows]
+
+    async def inbox_done(self, key: str) -> None:
+        now = self.clock()
+        await self._run(
+            lambda conn: conn.execute(
+                "UPDATE inbox SET done_at = $2 WHERE key = $1 AND done_at IS NULL", key, now
+            )
+        )
+
+    async def prune(self, before: float, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        now = self.clock()
+        return await self._run(lambda conn: _prune(conn, before, now, limit))
+
 
 def _passwords(url: str) -> list[str]:
     """The password of ``url`` in each form an error message might quote it."""
@@ -287,6 +465,11 @@ def _rows(status: str) -> int:
 
 # The operations, each on one pooled connection; several statements run in one transaction.
 async def _migrate(conn: Any, now: float) -> None:
+    # At the current version (every start but the first after an upgrade), only read.
+    if await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL"):
+        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+        if current == SCHEMA_VERSION:
+            return
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", *SCHEMA_LOCK)
         await conn.execute(
@@ -347,6 +530,7 @@ async def _submit(conn: Any, intent: Intent) -> tuple[Intent, bool]:
         )
         if replayed is not None:
             return replayed, False
+        intent = after_claim(existing, intent)
         await conn.execute(_INSERT, *intent_values(intent))
         await conn.execute(
             "UPDATE claims SET intent_id = $2 WHERE reservation_sid = $1",
@@ -357,9 +541,25 @@ async def _submit(conn: Any, intent: Intent) -> tuple[Intent, bool]:
 
 
 async def _transition(
-    conn: Any, intent_id: str, allowed: list[str], changes: dict[str, Any], now: float
+    conn: Any,
+    intent_id: str,
+    allowed: list[str],
+    changes: dict[str, Any],
+    now: float,
+    fence: int | None,
 ) -> Intent | None:
     async with conn.transaction():
+        if fence is not None:
+            # FOR SHARE: a takeover (acquire_lease's update of this row) waits for this
+            # transaction, so it never overlaps a write made under the old token.
+            held = await conn.fetchval(
+                "SELECT 1 FROM leases WHERE name = $1 AND token = $2 AND expires_at > $3 FOR SHARE",
+                intent_id,
+                fence,
+                now,
+            )
+            if held is None:
+                return None  # the lease expired or changed hands: a stale owner's late write
         current = await _one(conn, f"{_SELECT} WHERE intent_id = $1 FOR UPDATE", intent_id)
         if current is None or current.state not in allowed:
             return None
@@ -385,3 +585,48 @@ async def _record_timeout(conn: Any, task_sid: str, reservation_sid: str, now: f
         )
         count = await conn.fetchval("SELECT count(*) FROM timeouts WHERE task_sid = $1", task_sid)
     return int(count)
+
+
+async def _prune(conn: Any, before: float, now: float, limit: int) -> int:
+    async with conn.transaction():
+        doomed = [
+            row["intent_id"]
+            for row in await conn.fetch(
+                "SELECT intent_id FROM intents WHERE state = 'settled' AND updated_at < $1 "
+                "ORDER BY updated_at, intent_id LIMIT $2",
+                before,
+                limit,
+            )
+        ]
+        deleted = 0
+        if doomed:
+            # submit locks a reservation's claim, then its intent: lock in the same order.
+            await conn.execute(
+                "SELECT 1 FROM claims WHERE intent_id = ANY($1::text[]) "
+                "ORDER BY reservation_sid FOR UPDATE",
+                doomed,
+            )
+            gone = [
+                row["intent_id"]
+                for row in await conn.fetch(
+                    "DELETE FROM intents WHERE intent_id = ANY($1::text[]) "
+                    "AND state = 'settled' AND updated_at < $2 RETURNING intent_id",
+                    doomed,
+                    before,
+                )
+            ]
+            deleted += len(gone)
+            status = await conn.execute(
+                "DELETE FROM claims WHERE intent_id = ANY($1::text[])", gone
+            )
+            deleted += _rows(status)
+        cutoffs = {"now": now, "before": before}
+        for table, key, where, args in _TRIMMED:
+            status = await conn.execute(
+                f"DELETE FROM {table} WHERE {where} AND {key} IN "
+                f"(SELECT {key} FROM {table} WHERE {where} LIMIT $1)",
+                limit,
+                *(cutoffs[arg] for arg in args),
+            )
+            deleted += _rows(status)
+    return deleted

@@ -20,7 +20,6 @@ from quart import Blueprint, Response
 from flex_bridge.emulator.api import ApiError
 from flex_bridge.emulator.blueprints.responses import (
     bad_request,
-    error_response,
     json_body,
     json_response,
 )
@@ -66,6 +65,7 @@ def register_taskrouter_admin(blueprint: Blueprint, emu: Emulator) -> None:
         }
 
     def known(sid: str) -> None:
+        """404 for a worker the emulator does not have (answered by the app's ApiError handler)."""
         if emu.taskrouter.find_worker(sid) is None:
             raise ApiError(404, 20404, f"The requested resource Worker {sid} was not found")
 
@@ -83,18 +83,12 @@ def register_taskrouter_admin(blueprint: Blueprint, emu: Emulator) -> None:
 
     @blueprint.get("/workers/<sid>/ring")
     async def get_worker_ring(sid: str) -> Response:
-        try:
-            known(sid)
-        except ApiError as exc:
-            return error_response(exc)
+        known(sid)
         return json_response(worker_view(sid))
 
     @blueprint.post("/workers/<sid>/ring")
     async def set_worker_ring(sid: str) -> Response:
-        try:
-            known(sid)
-        except ApiError as exc:
-            return error_response(exc)
+        known(sid)
         parsed = _parse_ring(await json_body(), allow_null=True)
         if isinstance(parsed, str):
             return bad_request(parsed)

@@ -107,20 +107,24 @@ class Voice:
         else:
             self._note(res, f"{ring.instruction} instruction ended: reservation {res.status}")
 
-    def _ringing(self, ws_sid: str, res_sid: str, ring: Ring) -> tuple[Workspace, Reservation]:
+    def _stop_ringing(
+        self, ws_sid: str, res_sid: str, ring: Ring, who: str
+    ) -> tuple[Workspace, Reservation] | None:
+        """The ring's timer fired: end the ring, noting ``who`` answered, and give back the
+        reservation; None when that reservation is no longer ringing this ring."""
         ws = self.lifecycle.workspaces.get(ws_sid)
         res = ws.reservations.get(res_sid) if ws else None
         if ws is None or res is None or res.ring is not ring or res.status != "pending":
-            raise LookupError(res_sid)
+            return None
+        res.ring = None
+        self._note(res, f"{who} answered the {ring.instruction} instruction's call")
         return ws, res
 
     def _answered(self, ws_sid: str, res_sid: str, ring: Ring) -> None:
-        try:
-            ws, res = self._ringing(ws_sid, res_sid, ring)
-        except LookupError:
+        found = self._stop_ringing(ws_sid, res_sid, ring, "the worker")
+        if found is None:
             return
-        res.ring = None
-        self._note(res, f"the worker answered the {ring.instruction} instruction's call")
+        ws, res = found
         if ring.accepts:
             self.lifecycle.accept(ws, res)
             if ring.instruction == "conference":
@@ -128,13 +132,9 @@ class Voice:
         self.lifecycle.match(ws)
 
     def _unanswered(self, ws_sid: str, res_sid: str, ring: Ring) -> None:
-        try:
-            ws, res = self._ringing(ws_sid, res_sid, ring)
-        except LookupError:
-            return
-        res.ring = None
-        self._note(res, f"nobody answered the {ring.instruction} instruction's call")
-        self.lifecycle.time_out(ws, res)
+        found = self._stop_ringing(ws_sid, res_sid, ring, "nobody")
+        if found is not None:
+            self.lifecycle.time_out(*found)
 
     def _join_conference(self, ws: Workspace, res: Reservation) -> None:
         """Flex records the conference and its participants' calls on the voice task."""
