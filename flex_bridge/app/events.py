@@ -142,6 +142,7 @@ class EventInbox(Periodic):
         self.handlers = handlers
         self.owner = owner
         self._draining: asyncio.Task[int] | None = None
+        self._more = False
 
     async def receive(self, event: Mapping[str, str], token: str | None) -> bool:
         """Record one delivery durably (``JournalError`` when it cannot be: not to be
@@ -154,8 +155,20 @@ class EventInbox(Periodic):
         return True
 
     def apply_soon(self) -> None:
+        self._more = True  # a drain under way takes it too: it looks again before it ends
         if self._draining is None or self._draining.done():
-            self._draining = asyncio.get_running_loop().create_task(self.drain())
+            self._draining = asyncio.get_running_loop().create_task(self._drain_soon())
+
+    async def _drain_soon(self) -> int:
+        applied = 0
+        while self._more:
+            self._more = False
+            try:
+                applied += await self.drain()
+            except FlexBridgeError as exc:  # left in the inbox: the periodic sweep retries
+                logger.warning("event inbox: %s", exc)
+                return applied
+        return applied
 
     async def drain(self) -> int:
         """Apply every event not yet applied that no other instance is applying; returns how
