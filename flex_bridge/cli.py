@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tasks", type=int, default=60, help="how many tasks (default 60)")
     demo.add_argument("--agents", type=int, default=4, help="how many agents, 1-6 (default 4)")
     demo.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="bridges behind a round-robin balancer, 1-4 (default 1); more than one shares "
+        "an embedded PostgreSQL journal, which needs Debian's postgresql package",
+    )
     return parser
 
 
@@ -224,8 +231,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ConfigError("--agents must be between 1 and 6")
             if args.tasks < 1:
                 raise ConfigError("--tasks must be at least 1")
+            if not 1 <= args.instances <= 4:
+                raise ConfigError("--instances must be between 1 and 4")
             options = DemoOptions(
-                tasks=args.tasks, agents=args.agents, seed=args.seed, quiet=args.quiet
+                tasks=args.tasks,
+                agents=args.agents,
+                seed=args.seed,
+                quiet=args.quiet,
+                instances=args.instances,
             )
             return asyncio.run(run_demo(options))
     except ConfigError as exc:

@@ -15,20 +15,24 @@ import asyncio
 import contextlib
 import json
 import random
+import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from twilio.rest import Client
 
 from flex_bridge.adapters.http import BridgeHttpClient
 from flex_bridge.adapters.twilio_errors import call
 from flex_bridge.demo.agents import Agent, Feed
+from flex_bridge.demo.balancer import Balancer
 from flex_bridge.demo.crm import DemoCrm, start_crm
+from flex_bridge.demo.postgres import embedded_postgres
 from flex_bridge.demo.report import Report, build_report
 from flex_bridge.domain.policy import parse_policy
 from flex_bridge.emulator.app import create_emulator_app
@@ -82,6 +86,7 @@ class DemoOptions:
     seed: int = 7
     deadline: float = 50.0
     quiet: bool = False
+    instances: int = 1  # bridges sharing one journal (PostgreSQL when more than one)
 
 
 class Progress:
@@ -117,22 +122,31 @@ async def run_demo(options: DemoOptions | None = None) -> int:
 
     crm = await start_crm()
     try:
-        return await _run(opts, rng, started, crm)
+        if opts.instances == 1:
+            return await _run(opts, rng, started, crm, None)
+        with embedded_postgres() as journal:
+            return await _run(opts, rng, started, crm, journal)
     finally:
         await crm.close()
 
 
-async def _run(opts: DemoOptions, rng: random.Random, started: float, crm: DemoCrm) -> int:
+async def _run(
+    opts: DemoOptions, rng: random.Random, started: float, crm: DemoCrm, journal: str | None
+) -> int:
     emu = Emulator()
-    bridge_sock = bind("127.0.0.1", 0)
-    bridge_url = base_url(bridge_sock)
+    bridge_socks = [bind("127.0.0.1", 0) for _ in range(opts.instances)]
+    bridge_urls = [base_url(sock) for sock in bridge_socks]
+    balancer = Balancer(bridge_urls) if opts.instances > 1 else None
+    balancer_sock = bind("127.0.0.1", 0) if balancer else None
+    # Twilio calls one URL: the balancer's when there are several bridges.
+    public_url = base_url(balancer_sock) if balancer_sock else bridge_urls[0]
     names = AGENTS[: opts.agents]
     state = seed(
         emu,
         SeedOptions(
             workers=names,
-            assignment_url=f"{bridge_url}/taskrouter/assignment",
-            event_url=f"{bridge_url}/taskrouter/events",
+            assignment_url=f"{public_url}/taskrouter/assignment",
+            event_url=f"{public_url}/taskrouter/events",
             reservation_timeout=opts.reservation_timeout,
         ),
     )
@@ -145,15 +159,21 @@ async def _run(opts: DemoOptions, rng: random.Random, started: float, crm: DemoC
         workspace_sid=state.workspace_sid,
         sync_service_sid=state.sync_service_sid,
         twilio_base_url=emu_url,
-        journal=str(workdir / "journal.db"),
+        journal=journal or str(workdir / "journal.db"),
+        public_url=public_url if balancer else None,
         policy=parse_policy(demo_policy(crm.url)),
     )
-    bridge_app = create_app(settings)
-    shutdown = asyncio.Event()
-    servers = [
-        asyncio.create_task(serve_app(create_emulator_app(emu), emu_sock, shutdown)),
-        asyncio.create_task(serve_app(bridge_app, bridge_sock, shutdown)),
+    bridge_apps = [
+        create_app(replace(settings, instance_id=f"demo-bridge-{n + 1}"))
+        for n in range(opts.instances)
     ]
+    shutdown = asyncio.Event()
+    servers = [asyncio.create_task(serve_app(create_emulator_app(emu), emu_sock, shutdown))]
+    servers += [
+        asyncio.create_task(serve_app(app, sock, shutdown))
+        for app, sock in zip(bridge_apps, bridge_socks, strict=True)
+    ]
+    balancing = await _serve_balancer(balancer, balancer_sock)
     http = BridgeHttpClient(emu_url)
     client = Client(state.account_sid, state.auth_token, http_client=http)
     ws = client.taskrouter.v1.workspaces(state.workspace_sid)
@@ -164,7 +184,12 @@ async def _run(opts: DemoOptions, rng: random.Random, started: float, crm: DemoC
             await call(lambda: ws.workers(worker_sid).update_async(activity_sid=available))
 
     if not opts.quiet:
-        print(f"flex-bridge demo: emulator {emu_url}, bridge {bridge_url}")
+        print(f"flex-bridge demo: emulator {emu_url}, bridge {' '.join(bridge_urls)}")
+        if balancer:
+            print(
+                f"  {opts.instances} bridges on one PostgreSQL journal (embedded), behind a "
+                f"round-robin balancer at {public_url} that TaskRouter calls"
+            )
         print(
             f"  {opts.tasks} tasks at {opts.rate:g}/s, {len(names)} agents, "
             f"{opts.vip_share:.0%} VIP (accepted by policy), reservation timeout "
@@ -177,7 +202,8 @@ async def _run(opts: DemoOptions, rng: random.Random, started: float, crm: DemoC
     session = aiohttp.ClientSession()
     report: Report | None = None
     try:
-        await _wait_healthy(session, bridge_url)
+        for url in bridge_urls:
+            await _wait_healthy(session, url)
         for worker in state.workers:
             issued = emu.tokens.issue(
                 identity=worker["friendly_name"],
@@ -190,7 +216,7 @@ async def _run(opts: DemoOptions, rng: random.Random, started: float, crm: DemoC
                     name=worker["friendly_name"],
                     worker_sid=worker["sid"],
                     token=issued.token,
-                    bridge_url=bridge_url,
+                    bridge_url=bridge_urls[len(agents) % len(bridge_urls)],
                     feed=feed,
                     http=session,
                     set_available=set_available,
@@ -206,7 +232,7 @@ async def _run(opts: DemoOptions, rng: random.Random, started: float, crm: DemoC
             emu=emu,
             state=state,
             client=client,
-            bridge_app=bridge_app,
+            bridge_apps=bridge_apps,
             task_sids=task_sids,
             agents=agents,
             elapsed=time.perf_counter() - started,
@@ -221,8 +247,26 @@ async def _run(opts: DemoOptions, rng: random.Random, started: float, crm: DemoC
         await http.close()
         shutdown.set()
         await asyncio.gather(*servers, return_exceptions=True)
+        if balancing is not None:
+            await balancing.cleanup()
+        if balancer is not None:
+            await balancer.close()
     print(report.render())
+    if balancer is not None:
+        shares = ", ".join(f"{url}: {balancer.answered[url]}" for url in bridge_urls)
+        print(f"callbacks answered per bridge: {shares}")
     return 0 if report.ok else 1
+
+
+async def _serve_balancer(
+    balancer: Balancer | None, sock: socket.socket | None
+) -> web.AppRunner | None:
+    if balancer is None or sock is None:
+        return None
+    runner = web.AppRunner(balancer.app(), access_log=None)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    return runner
 
 
 async def _wait_healthy(session: aiohttp.ClientSession, url: str) -> None:

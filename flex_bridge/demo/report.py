@@ -123,19 +123,21 @@ async def build_report(
     emu: Emulator,
     state: SeedState,
     client: Client,
-    bridge_app: Any,
+    bridge_apps: list[Any],
     task_sids: list[str],
     agents: list[Agent],
     elapsed: float,
 ) -> Report:
     report = Report(tasks=len(task_sids))
     ws = client.taskrouter.v1.workspaces(state.workspace_sid)
-    services = bridge_app.config["services"]
+    every = [app.config["services"] for app in bridge_apps]
+    services = every[0]  # they share one journal
     # Let the last settles and events land, then compare.
     deadline = time.monotonic() + CONVERGENCE_WAIT
     reservations: list[Any] = []
     while True:
-        await services.coordinator.idle()
+        for one in every:
+            await one.coordinator.idle()
         reservations = []
         for sid in task_sids:
             reservations.extend(await ws.tasks(sid).reservations.list_async())
