@@ -1454,9 +1454,15 @@ async def test_ping_reports_a_server_gone_away(pg_dsn: str) -> None:
         pytest.skip("the test server is not reached over TCP")
     proxy = Proxy(parts.hostname, parts.port)
     port = await proxy.start()
-    where = f"{parts.username}@127.0.0.1:{port}" if parts.username else f"127.0.0.1:{port}"
+    # The same credentials (CI's server wants a password; a throwaway cluster trusts).
+    user = f"{parts.username}:{parts.password}" if parts.password else parts.username
+    where = f"{user}@127.0.0.1:{port}" if user else f"127.0.0.1:{port}"
     journal = PostgresJournal(urlunsplit(parts._replace(netloc=where)), timeout=5)
-    await journal.open()
+    try:
+        await journal.open()
+    except BaseException:
+        await proxy.cut()
+        raise
     try:
         await journal.ping()
         await proxy.cut()
