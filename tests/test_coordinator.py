@@ -11,21 +11,14 @@ from flex_bridge.app.recovery import Recovery
 from flex_bridge.domain.policy import Policy
 from flex_bridge.domain.protocol import INSTRUCTION_GRACE
 from flex_bridge.domain.types import Op
+from tests.support.clock import Clock
 from tests.support.fakes import WK, WR, WT, FakeChannel, FakeReservations
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def make(
     status: str = "pending",
 ) -> tuple[Coordinator, FakeReservations, FakeChannel, Clock]:
-    clock = Clock()
+    clock = Clock(1_700_000_000.0)
     journal = SqliteJournal(":memory:", clock=clock)
     await journal.open()
     tr, channel = FakeReservations.holding(status), FakeChannel()

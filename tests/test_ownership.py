@@ -13,18 +13,9 @@ from flex_bridge.app.coordinator import Coordinator
 from flex_bridge.app.ownership import LEASE_TTL
 from flex_bridge.app.recovery import Recovery
 from flex_bridge.domain.policy import Policy
+from tests.support.clock import T0, Clock
 from tests.support.fakes import WK, WR, WT, FakeChannel, FakeReservations
 from tests.support.intents import make_intent
-
-T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

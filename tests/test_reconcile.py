@@ -17,17 +17,8 @@ from flex_bridge.app.reconcile import Reconciler, gone_status
 from flex_bridge.app.services import Services
 from flex_bridge.domain.policy import parse_policy
 from flex_bridge.settings import Settings
+from tests.support.clock import Clock
 from tests.support.fakes import WK, WR, WT, FakeChannel, FakeTaskRouter, FakeTokens
-
-T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
