@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.support.emulator import (
     start_callback_server,
     twilio_client,
 )
+from tests.support.postgres import PostgresServer, running_postgres
 
 DEFAULT_SEED = SeedOptions()
 TESTS = Path(__file__).parent
@@ -71,11 +73,51 @@ def _no_retry_waits() -> Iterator[None]:
     set_testing(False)
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL (``tests/support/postgres.py``): started, skipped or failed
+    on first use."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def journal_backend(request: pytest.FixtureRequest) -> str:
+    """Which journal the bridges of a test use: every test that starts one runs on both."""
+    backend: str = request.param
+    return backend
+
+
+@pytest.fixture
+def new_journal(
+    journal_backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[], str]]:
+    """``new_journal()``: the ``Settings.journal`` of a new, empty journal on the test's
+    backend (a file in ``tmp_path``, or a PostgreSQL schema of its own, dropped after the
+    test). Each call is another journal."""
+    server: PostgresServer | None = None
+    if journal_backend == "postgres":
+        server = request.getfixturevalue("postgres")
+    with contextlib.ExitStack() as stack:
+        made: list[str] = []
+
+        def new() -> str:
+            if server is not None:
+                setting = stack.enter_context(server.schema_blocking())
+            else:
+                setting = str(tmp_path / f"journal-{len(made)}.db")
+            made.append(setting)
+            return setting
+
+        yield new
+
+
 @pytest.fixture
 def start_bridge(
-    start_emulator: Callable[..., RunningEmulator], tmp_path: Path
+    start_emulator: Callable[..., RunningEmulator], new_journal: Callable[[], str]
 ) -> Iterator[Callable[..., tuple[RunningBridge, RunningEmulator]]]:
-    """Start an emulator whose callbacks point at a bridge, then the bridge itself."""
+    """Start an emulator whose callbacks point at a bridge, then the bridge itself (on the
+    journal backend of ``journal_backend``: each test runs on SQLite and on PostgreSQL)."""
     started: list[RunningBridge] = []
 
     def start(
@@ -88,8 +130,7 @@ def start_bridge(
         running = start_emulator(
             options=seed_for(bridge.url, **(seed or {})), **(emulator_config or {})
         )
-        journal = tmp_path / f"journal-{len(started)}.db"
-        bridge.start(settings_for(running, journal, policy, **settings))
+        bridge.start(settings_for(running, new_journal(), policy, **settings))
         started.append(bridge)
         return bridge, running
 

@@ -142,7 +142,10 @@ async def answer_callback(svc: Services, offer: OfferFacts, reply_by: float | No
     if rule is None or rule.op == "defer":
         return {}
     deadline = await deadline_of(svc, offer, TIMEOUT_LOOKUP_BOUND)
-    intent, created = await _submit(svc, offer, rule.op, rule, deadline, rule.via)
+    # Shielded: when the reply's budget runs out first, the caller answers {} (defer) and the
+    # journal write still completes, so the intent goes on in the background as promised;
+    # cancelled half-way it would roll back and leave an answered offer nobody recorded.
+    intent, created = await asyncio.shield(_submit(svc, offer, rule.op, rule, deadline, rule.via))
     if rule.via == "rest":
         return {}
     if not created:

@@ -51,4 +51,4 @@ class Recovery(Periodic):
     async def once(self) -> None:
         resumed = await self.sweep()
         if resumed:
-            logger.info("recovery resumed %d intent(s)", resumed)
+            logger.debug("recovery resumed %d intent(s) (or left them to their owners)", resumed)

@@ -38,7 +38,7 @@ from flex_bridge.adapters.journal.postgres import MIGRATIONS, SCHEMA_VERSION
 from flex_bridge.domain.intents import ErrorInfo, Intent, new_intent_id
 from flex_bridge.domain.types import Op
 from flex_bridge.errors import ConfigError, JournalError
-from tests.support.postgres import PostgresServer, free_port, running_postgres, with_query
+from tests.support.postgres import PostgresServer, free_port, with_query
 
 WT = "WT" + "0123456789abcdef" * 2
 WT2 = "WT" + "1" * 32
@@ -121,10 +121,7 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    with running_postgres() as server:
-        yield server
+# ``postgres``: the session's PostgreSQL, a fixture of ``tests/conftest.py``.
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,7 +30,7 @@ def dead_url() -> str:
 
 
 async def test_a_reservation_offered_while_the_bridge_was_down_is_adopted(
-    start_emulator: Callable[..., RunningEmulator], tmp_path: Path
+    start_emulator: Callable[..., RunningEmulator], new_journal: Callable[[], str]
 ) -> None:
     down = dead_url()
     emulator = start_emulator(options=SeedOptions(assignment_url=f"{down}/taskrouter/assignment"))
@@ -46,7 +45,7 @@ async def test_a_reservation_offered_while_the_bridge_was_down_is_adopted(
             [res] = await ws(client, emulator).tasks(task.sid).reservations.list_async()
             assert res.reservation_status == "pending"
 
-            bridge.start(settings_for(emulator, tmp_path / "journal.db", ACCEPT_ALL))
+            bridge.start(settings_for(emulator, new_journal(), ACCEPT_ALL))
 
             async def accepted() -> bool:
                 r = await ws(client, emulator).tasks(task.sid).reservations(res.sid).fetch_async()
@@ -70,7 +69,7 @@ async def _callback_failed(admin: Admin) -> Any:
 
 
 async def test_a_missed_offer_is_matched_on_the_tasks_own_attributes(
-    start_emulator: Callable[..., RunningEmulator], tmp_path: Path
+    start_emulator: Callable[..., RunningEmulator], new_journal: Callable[[], str]
 ) -> None:
     """Twilio's task LIST answers carry no attributes: adoption must fetch each task, or a
     rule that matches on attributes never adopts anything. One VIP task (adopted and
@@ -97,7 +96,7 @@ async def test_a_missed_offer_is_matched_on_the_tasks_own_attributes(
                 return len(await _callback_failed(admin)) >= 2
 
             await wait_until(both_missed, timeout=15)
-            bridge.start(settings_for(emulator, tmp_path / "journal.db", vip_only))
+            bridge.start(settings_for(emulator, new_journal(), vip_only))
             [vip_res] = await tasks(vip.sid).reservations.list_async()
 
             async def accepted() -> bool:

@@ -35,7 +35,7 @@ import aiohttp
 import jsonschema
 import pytest
 
-from flex_bridge.adapters.journal import SqliteJournal
+from flex_bridge.adapters.journal import Journal, SqliteJournal, is_postgres_url, open_journal
 from flex_bridge.domain.intents import Intent
 from tests.support.bridge import (
     ITEM_SCHEMA,
@@ -179,7 +179,7 @@ async def eventually(
 
 class Rig:
     def __init__(
-        self, bridge: BridgeProcess, emulator: RunningEmulator, journal: Path, admin: Admin
+        self, bridge: BridgeProcess, emulator: RunningEmulator, journal: str, admin: Admin
     ) -> None:
         self.bridge = bridge
         self.emulator = emulator
@@ -213,9 +213,13 @@ class Rig:
 
 @pytest.fixture
 async def start_rig(
-    start_emulator: Callable[..., RunningEmulator], tmp_path: Path
+    start_emulator: Callable[..., RunningEmulator],
+    new_journal: Callable[[], str],
+    tmp_path: Path,
 ) -> AsyncIterator[Callable[..., Rig]]:
-    """The emulator (calling back a bridge port chosen up front) and the bridge's process."""
+    """The emulator (calling back a bridge port chosen up front) and the bridge's process,
+    on the test's journal backend (``journal_backend``: a SQLite file or a PostgreSQL
+    schema), which its restarts keep."""
     rigs: list[Rig] = []
     async with aiohttp.ClientSession() as session:
 
@@ -228,7 +232,7 @@ async def start_rig(
             assert state is not None
             policy_path = tmp_path / "policy.toml"
             policy_path.write_text(policy)
-            journal = tmp_path / "journal.db"
+            journal = new_journal()
             env = {
                 k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "FLEX_BRIDGE_"))
             }
@@ -238,7 +242,7 @@ async def start_rig(
                 FLEX_BRIDGE_WORKSPACE_SID=state.workspace_sid,
                 FLEX_BRIDGE_SYNC_SERVICE_SID=state.sync_service_sid,
                 FLEX_BRIDGE_TWILIO_BASE_URL=emulator.url,
-                FLEX_BRIDGE_JOURNAL=str(journal),
+                FLEX_BRIDGE_JOURNAL=journal,
                 FLEX_BRIDGE_POLICY=str(policy_path),
             )
             bridge = BridgeProcess(port, env, tmp_path)
@@ -255,8 +259,14 @@ async def start_rig(
 
 
 @contextlib.asynccontextmanager
-async def opened(path: Path) -> AsyncIterator[SqliteJournal]:
-    journal = SqliteJournal(path, read_only=True)  # beside the running bridge: no lock
+async def opened(setting: str) -> AsyncIterator[Journal]:
+    """The rig's journal, opened beside the bridge (running or not): a SQLite file read-only
+    (no lock; WAL lets a reader in beside the writer), or the PostgreSQL schema."""
+    journal: Journal
+    if is_postgres_url(setting):
+        journal = open_journal(setting)
+    else:
+        journal = SqliteJournal(Path(setting), read_only=True)
     await journal.open()
     try:
         yield journal

@@ -15,11 +15,14 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import jsonschema
 
+from flex_bridge.adapters.journal import is_postgres_url
 from tests.e2e.conftest import OpenEnv
 from tests.e2e.env import Env
 from tests.support.bridge import ITEM_SCHEMA, item_writes, reservation_updates, wait_until
+from tests.support.postgres import blocking
 
 RESERVATION_TIMEOUT = 120
 ESCALATE = {
@@ -132,14 +135,31 @@ async def pending_reservation(env: Env, task_sid: str, worker_sid: str) -> Any:
     return await wait_until(find)
 
 
+TIMEOUTS = "SELECT task_sid, reservation_sid FROM timeouts ORDER BY at"
+
+
 def journal_timeouts(env: Env) -> list[tuple[str, str]]:
-    """The journal's timeout records, read from its file, read-only, once the bridge stopped."""
+    """The journal's timeout records (no ``Journal`` method lists them), read once the bridge
+    stopped: from its SQLite file, read-only, or from its PostgreSQL schema."""
     env.bridge.stop()
     assert env.bridge.settings is not None
-    uri = f"file:{env.bridge.settings.journal}?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True)) as db:
-        rows = db.execute("SELECT task_sid, reservation_sid FROM timeouts ORDER BY at").fetchall()
+    setting = env.bridge.settings.journal
+    rows: list[tuple[Any, Any]]
+    if is_postgres_url(setting):
+        rows = blocking(_postgres_rows(setting, TIMEOUTS))
+    else:
+        uri = f"file:{setting}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as db:
+            rows = db.execute(TIMEOUTS).fetchall()
     return [(str(t), str(r)) for t, r in rows]
+
+
+async def _postgres_rows(dsn: str, query: str) -> list[tuple[Any, Any]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [tuple(row) for row in await conn.fetch(query)]
+    finally:
+        await conn.close()
 
 
 def metric(env: Env, sample: str) -> float:

@@ -59,7 +59,7 @@ class RunningBridge:
 
 def settings_for(
     emulator: RunningEmulator,
-    journal: Path,
+    journal: Path | str,
     policy_data: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Settings:

@@ -15,6 +15,7 @@ with ``?search_path=<schema>``, which asyncpg passes on as a server setting.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -24,10 +25,11 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -36,6 +38,8 @@ import pytest
 ENV = "FLEX_BRIDGE_TEST_POSTGRES"
 INITDB = "/usr/lib/postgresql/*/bin/initdb"
 SCHEMA_PREFIX = "flex_bridge_test_"
+
+T = TypeVar("T")
 
 
 def on_ci() -> bool:
@@ -61,20 +65,43 @@ class PostgresServer:
     @contextlib.asynccontextmanager
     async def schema(self) -> AsyncIterator[str]:
         """A new, empty schema for one test; yields a DSN whose search_path is it."""
+        name = await self._create_schema()
+        try:
+            yield self.in_schema(name)
+        finally:
+            await self._drop_schema(name)
+
+    @contextlib.contextmanager
+    def schema_blocking(self) -> Iterator[str]:
+        """``schema``, for synchronous code (or code inside an event loop that may not wait
+        on it): each step runs on an event loop of its own, in another thread."""
+        name = blocking(self._create_schema())
+        try:
+            yield self.in_schema(name)
+        finally:
+            blocking(self._drop_schema(name))
+
+    async def _create_schema(self) -> str:
         name = f"{SCHEMA_PREFIX}{uuid.uuid4().hex[:16]}"
         conn = await asyncpg.connect(self.dsn)
         try:
             await conn.execute(f'CREATE SCHEMA "{name}"')
         finally:
             await conn.close()
+        return name
+
+    async def _drop_schema(self, name: str) -> None:
+        conn = await asyncpg.connect(self.dsn)
         try:
-            yield self.in_schema(name)
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
         finally:
-            conn = await asyncpg.connect(self.dsn)
-            try:
-                await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-            finally:
-                await conn.close()
+            await conn.close()
+
+
+def blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to completion on a new event loop in a worker thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 def unavailable(reason: str) -> NoReturn:
