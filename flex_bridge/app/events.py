@@ -116,8 +116,8 @@ BACKGROUND_ENRICHMENT_MARGIN = 5.0
 DEDUPE_TTL = 86_400.0
 
 
-INBOX_LEASE = 60.0  # seconds an instance has to apply the events it took from the inbox
-INBOX_BATCH = 50
+INBOX_LEASE = 15.0  # seconds an instance has to apply what it took; as long as an intent's lease
+INBOX_BATCH = 10
 
 
 def event_key(event: Mapping[str, str], token: str | None) -> str:
