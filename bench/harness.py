@@ -34,6 +34,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from flex_bridge.adapters.http import BridgeHttpClient
+from flex_bridge.adapters.journal import Journal
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_ATTRIBUTES = json.dumps({"type": "support", "bench": True})
@@ -156,15 +157,23 @@ def clean_env() -> dict[str, str]:
 class Emulator:
     """The emulator subprocess and its admin API."""
 
-    def __init__(self, workdir: Path, workers: int, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        workers: int,
+        session: aiohttp.ClientSession,
+        *,
+        name: str = "emulator",
+        args: Sequence[str] = (),
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.session = session
-        self.state_file = workdir / "emulator.json"
+        self.state_file = workdir / f"{name}.json"
         command = [sys.executable, "-m", "flex_bridge", "emulator", "--port", str(self.port)]
         command += ["--workers", str(workers), "--reservation-timeout", "3600"]
-        command += ["--state-file", str(self.state_file), "--fault-seed", "1"]
-        self.proc = Proc("emulator", command, clean_env(), ROOT, workdir / "emulator.log")
+        command += ["--state-file", str(self.state_file), "--fault-seed", "1", *args]
+        self.proc = Proc(name, command, clean_env(), ROOT, workdir / f"{name}.log")
         self.state: JSON = {}
         self.seq = 0
 
@@ -230,9 +239,23 @@ class Workspace:
         self.worker_sids: list[str] = [w["sid"] for w in state["workers"]]
         self.worker_attributes: dict[str, str] = {}
 
-    async def load_workers(self) -> None:
+    async def load_workers(self, concurrency: int = 32) -> None:
+        """Every worker's attributes. A list shows none (as Twilio's does: only a fetch of
+        one worker has them), so each worker listed without them is fetched."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def attributes(sid: str) -> None:
+            async with gate:
+                worker = await self.ws.workers(sid).fetch_async()
+            self.worker_attributes[sid] = worker.attributes
+
+        missing = []
         for worker in await self.ws.workers.list_async(page_size=1000):
-            self.worker_attributes[worker.sid] = worker.attributes
+            if worker.attributes is None:
+                missing.append(worker.sid)
+            else:
+                self.worker_attributes[worker.sid] = worker.attributes
+        await asyncio.gather(*(attributes(sid) for sid in missing))
 
     async def close(self) -> None:
         await self.http.close()
@@ -365,9 +388,13 @@ class Run:
 class Callbacks:
     """Sends signed assignment callbacks to one target (bridge or baseline)."""
 
-    def __init__(self, name: str, base_url: str, auth_token: str) -> None:
+    def __init__(
+        self, name: str, base_url: str, auth_token: str, *, public_url: str | None = None
+    ) -> None:
         self.name = name
         self.url = base_url + "/taskrouter/assignment"
+        # The URL the signature covers: the one TaskRouter calls (a balancer's, in front).
+        self.signed_url = (public_url or base_url) + "/taskrouter/assignment"
         self.validator = RequestValidator(auth_token)
 
     def prepare(self, offers: Sequence[Offer]) -> list[tuple[str, bytes, dict[str, str]]]:
@@ -375,7 +402,9 @@ class Callbacks:
         for offer in offers:
             headers = {
                 "Content-Type": "application/x-www-form-urlencoded",
-                "X-Twilio-Signature": self.validator.compute_signature(self.url, offer.params),
+                "X-Twilio-Signature": self.validator.compute_signature(
+                    self.signed_url, offer.params
+                ),
                 "User-Agent": "TwilioProxy/1.1",
             }
             prepared.append((offer.reservation_sid, urlencode(offer.params).encode(), headers))
@@ -601,14 +630,15 @@ class Server:
         emulator: Emulator,
         *,
         args: Sequence[str] = ("serve",),
-        journal: Path | None = None,
+        journal: Path | str | None = None,
         policy: str | None = None,
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.journal = journal
+        # A SQLite journal's path (read directly); a PostgreSQL URL is read via open_journal.
+        self.journal = journal if isinstance(journal, Path) else None
         state = emulator.state
         env = clean_env()
         env.update(
@@ -642,7 +672,7 @@ def bridge(
     *,
     policy: str = ACCEPT_ALL,
     extra_env: dict[str, str] | None = None,
-    journal: Path | None = None,
+    journal: Path | str | None = None,
 ) -> Server:
     return Server(
         name,
@@ -657,3 +687,35 @@ def bridge(
 
 def baseline(workdir: Path, emulator: Emulator) -> Server:
     return Server("baseline", "bench.baseline", workdir, emulator, args=())
+
+
+# ----------------------------------------------------- any journal, through its own interface
+async def journal_states(journal: Journal, reservations: Iterable[str]) -> dict[str, str | None]:
+    """The state of each reservation's latest intent (None: no intent), read through the
+    ``Journal`` interface (``open_journal``), so SQLite and PostgreSQL alike."""
+    states: dict[str, str | None] = {}
+    for sid in reservations:
+        intent = await journal.latest_for_reservation(sid)
+        states[sid] = intent.state if intent is not None else None
+    return states
+
+
+async def wait_settled_in(
+    journal: Journal,
+    reservations: Iterable[str],
+    *,
+    bound: float,
+    interval: float = 0.2,
+) -> float | None:
+    """``wait_settled`` for any journal: the time (time.time) every given reservation's latest
+    intent was first seen settled, or None at the bound."""
+    waiting = set(reservations)
+    deadline = time.monotonic() + bound
+    while True:
+        states = await journal_states(journal, sorted(waiting))
+        waiting = {sid for sid, state in states.items() if state != "settled"}
+        if not waiting:
+            return time.time()
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(interval)

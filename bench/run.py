@@ -31,13 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from twilio.base.exceptions import TwilioRestException
 
 from bench.harness import (
     ACCEPT_ALL,
     JSON,
     ROOT,
+    TASK_ATTRIBUTES,
     BenchError,
+    Callbacks,
     Emulator,
     Offer,
     Outcome,
@@ -45,6 +48,8 @@ from bench.harness import (
     Workspace,
     baseline,
     bridge,
+    free_port,
+    journal_states,
     latency_rules,
     metric,
     outcome,
@@ -53,15 +58,20 @@ from bench.harness import (
     synthetic_offers,
     wait_http,
     wait_settled,
+    wait_settled_in,
 )
-from flex_bridge.adapters.journal import SqliteJournal
+from flex_bridge.adapters.journal import Journal, SqliteJournal, open_journal, postgres_name
 from flex_bridge.adapters.sync_channel import map_name
+from flex_bridge.demo.balancer import Balancer
+from flex_bridge.demo.postgres import embedded_postgres
 from flex_bridge.domain.intents import Intent, channel_item, new_intent_id
+from flex_bridge.errors import ConfigError
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 DEFER_ALL = '[[assignment.rules]]\nname = "all"\nop = "defer"\n'
 STRICT_ACCEPT_ALL = '[sync]\nmode = "strict"\n\n' + ACCEPT_ALL
-SCENARIOS = ("ack", "accept_e2e", "rate_limited", "recovery", "memory")
+SCENARIOS = ("ack", "accept_e2e", "rate_limited", "recovery", "memory", "instances")
+STANDALONE = ("instances",)  # scenarios with processes of their own: no shared setup needed
 REPLY_BUDGET = 3.5  # the bridge answers a callback within this; see flex_bridge.web.webhooks
 
 
@@ -75,6 +85,7 @@ class Config:
     e2e_warmup: int = 40
     e2e_n: int = 300
     e2e_rate: float = 40.0  # callbacks/s, open loop: a moderate, steady load
+    instances_n: int = 300  # tasks through two bridges on one PostgreSQL journal
     limit_rps: float = 50.0  # R, TaskRouter's rate limit in the rate-limited scenario
     burst: int = 1000
     burst_concurrency: int = 200
@@ -94,6 +105,7 @@ class Config:
             ack_rounds=1,
             e2e_warmup=10,
             e2e_n=50,
+            instances_n=50,
             burst=200,
             burst_concurrency=50,
             recovery_k=200,
@@ -609,15 +621,239 @@ class Bench:
             "mib_per_10k_inflight": round(per * 10_000 / 2**20, 1) if per else None,
         }
 
+    async def instances(self) -> JSON:
+        """Two bridges on one PostgreSQL journal, behind a round-robin balancer that the
+        emulator's assignment and event callbacks go to. It has an emulator of its own,
+        seeded with those callback URLs; the load is tasks at ``e2e_rate``/s, each one routed
+        to a worker of its own, which the policy accepts over REST (as in ``accept_e2e``)."""
+        started = time.monotonic()
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                url = await asyncio.to_thread(stack.enter_context, embedded_postgres())
+            except ConfigError as exc:
+                reason = f"skipped: PostgreSQL is not available here ({exc})"
+                self.say(f"  {reason}")
+                return {"skipped": reason}
+            self.say(f"  embedded PostgreSQL at {postgres_name(url)}")
+            row = await self.instances_on(url, stack)
+        row["scenario_s"] = round(time.monotonic() - started, 1)
+        return row
+
+    async def instances_on(self, journal_url: str, stack: contextlib.AsyncExitStack) -> JSON:
+        c = self.config
+        public = f"http://127.0.0.1:{free_port()}"  # the balancer: the URL TaskRouter calls
+        callbacks = ["--assignment-url", f"{public}/taskrouter/assignment"]
+        callbacks += ["--event-url", f"{public}/taskrouter/events"]
+        emulator = Emulator(
+            self.workdir,
+            c.e2e_warmup + c.instances_n,
+            self.session,
+            name="emulator-instances",
+            args=callbacks,
+        )
+        stack.callback(emulator.proc.stop)
+        await emulator.start()
+        ws = Workspace(emulator)
+        stack.push_async_callback(ws.close)
+        await ws.load_workers()
+        servers = [
+            bridge(
+                f"bridge-{n}",
+                self.workdir,
+                emulator,
+                journal=journal_url,
+                extra_env={
+                    "FLEX_BRIDGE_INSTANCE_ID": f"bench-bridge-{n}",
+                    "FLEX_BRIDGE_PUBLIC_URL": public,
+                },
+            )
+            for n in (1, 2)
+        ]
+        for server in servers:
+            stack.callback(server.proc.stop)
+            await server.start(self.session)
+            self.say(f"  {server.name} up at {server.url} (pid {server.proc.pid})")
+        balancer = Balancer([s.url for s in servers])
+        stack.push_async_callback(balancer.close)
+        runner = web.AppRunner(balancer.app(), access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        port = int(public.rsplit(":", 1)[1])
+        await web.TCPSite(runner, "127.0.0.1", port, backlog=1024).start()
+        journal = open_journal(journal_url)
+        await journal.open()
+        stack.push_async_callback(journal.close)
+        instance = {s.url: f"bench-bridge-{n}" for n, s in enumerate(servers, 1)}
+        self.say(f"  balancer at {public} over {', '.join(instance)}")
+
+        # Warm-up, no latency injected: every worker's map created and known to both
+        # instances (synthetic reservations of the real workers, posted to each instance
+        # directly, signed for the balancer's URL; their REST accepts meet a 404), then
+        # ``e2e_warmup`` real tasks through the balancer at L.
+        workers = ws.worker_sids
+        for n, server in enumerate(servers, 1):
+            fake = [
+                Offer(
+                    o.reservation_sid,
+                    o.task_sid,
+                    sid,
+                    {**o.params, "WorkerSid": sid, "WorkerAttributes": ws.worker_attributes[sid]},
+                )
+                for o, sid in zip(
+                    synthetic_offers(len(workers), emulator.state, f"i{n}"), workers, strict=True
+                )
+            ]
+            token = emulator.state["auth_token"]
+            direct = Callbacks(server.name, server.url, token, public_url=public)
+            await direct.send(fake, concurrency=50)
+            await wait_settled_in(journal, [o.reservation_sid for o in fake], bound=self.bound())
+        await emulator.faults(latency_rules(c.latency_ms))
+        warm = await self.instances_load(emulator, ws, journal, workers[: c.e2e_warmup])
+        self.say(f"  warm-up: {len(warm['reservations'])} tasks accepted through the balancer")
+
+        before = dict(balancer.answered)
+        loadavg = loadavg_1min()
+        load = await self.instances_load(emulator, ws, journal, workers[c.e2e_warmup :])
+        load["loadavg_1min"] = [loadavg, loadavg_1min()]  # others' work on the machine shows
+        await asyncio.sleep(1.0)  # the events that follow the last accepts
+        answered = {instance[u]: balancer.answered[u] - before.get(u, 0) for u in balancer.backends}
+        await emulator.clear_faults()
+        return self.instances_report(load, answered, await journal.count())
+
+    async def instances_load(
+        self, emulator: Emulator, ws: Workspace, journal: Journal, workers: Sequence[str]
+    ) -> JSON:
+        """One task per worker, open loop at ``e2e_rate``/s; then the wait for every accept
+        to settle in the journal; what the emulator's log says about them."""
+        c = self.config
+        seq = await emulator.mark()
+        sent: dict[str, float] = {}  # task -> when its creation was sent (time.time)
+
+        async def create(worker_sid: str) -> None:
+            at = time.time()
+            task = await ws.ws.tasks.create_async(
+                attributes=TASK_ATTRIBUTES, routing_target=worker_sid
+            )
+            sent[task.sid] = at
+
+        started = time.time()
+        t0 = time.perf_counter()
+        creating = []
+        for i, worker_sid in enumerate(workers):
+            delay = t0 + i / c.e2e_rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            creating.append(asyncio.create_task(create(worker_sid)))
+        await asyncio.gather(*creating)
+        # Each task's assignment callback, as the emulator logged it once answered.
+        offered: dict[str, JSON] = {}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            for entry in await emulator.log(seq, kind="webhook"):
+                params = entry.get("params") or {}
+                if entry.get("webhook") == "assignment" and params.get("TaskSid") in sent:
+                    offered.setdefault(str(params["TaskSid"]), entry)
+            if len(offered) == len(sent):
+                break
+            await asyncio.sleep(0.2)
+        sids = [str(e["params"]["ReservationSid"]) for e in offered.values()]
+        done = await wait_settled_in(journal, sids, bound=self.bound())
+        if done is None:
+            self.say(f"  not all settled after {self.bound():.0f} s")
+        entries = await emulator.log(seq, kind=None)
+        dump = self.workdir / f"emulator-instances-log-{seq}.json"  # kept with --keep
+        dump.write_text(json.dumps(entries))
+        return {
+            "started": started,
+            "sent": sent,
+            "offered": offered,
+            "reservations": sids,
+            "entries": entries,
+            "states": await journal_states(journal, sids),
+        }
+
+    def instances_report(self, load: JSON, answered: dict[str, int], counts: JSON) -> JSON:
+        c = self.config
+        floor = 2 * c.latency_ms
+        sids: list[str] = load["reservations"]
+        entries: list[JSON] = load["entries"]
+        out = outcome(entries, sids)
+        by_res = {str(e["params"]["ReservationSid"]): e for e in load["offered"].values()}
+        # From the assignment callback answered (the emulator logs it then: a few ms after it
+        # was sent) to the accept applied; and from the task's creation sent (floor 3L).
+        accept = [(out.applied_at[r] - float(by_res[r]["time"])) * 1000 for r in out.applied_at]
+        from_task = [
+            (out.applied_at[r] - load["sent"][str(by_res[r]["params"]["TaskSid"])]) * 1000
+            for r in out.applied_at
+        ]
+        settle = [(out.settled_at[r] - float(by_res[r]["time"])) * 1000 for r in out.settled_at]
+        webhooks = [e for e in entries if e.get("kind") == "webhook"]
+        failed = [e for e in webhooks if e.get("status") not in (200, 204)]
+        applied = sorted(out.applied_at.values())
+        window = applied[-1] - load["started"] if applied else None
+        lost, doubled = out.lost(sids), out.doubled(sids)
+        unsettled = sorted(s for s, state in load["states"].items() if state != "settled")
+        no_callback = len(load["sent"]) - len(load["offered"])
+        if lost:
+            self.failures.append(f"instances: {len(lost)} lost intent(s), e.g. {lost[:3]}")
+        if doubled:
+            self.failures.append(f"instances: {len(doubled)} double accept(s), e.g. {doubled[:3]}")
+        if no_callback:
+            self.errors.append(f"instances: {no_callback} task(s) never offered to a bridge")
+        row: JSON = {
+            "instances": len(answered),
+            "journal": "postgresql (embedded, fsync=off)",
+            "latency_ms": c.latency_ms,
+            "rate_per_s": c.e2e_rate,
+            "warmup": c.e2e_warmup,
+            "n": len(load["sent"]),
+            "offered": len(sids),
+            "accepted": len(applied),
+            "seconds_to_last_accept": round(window, 2) if window else None,
+            "accepts_per_s": round(len(applied) / window, 1) if window else None,
+            "floor_ms": floor,
+            "accept_p50_ms": round(percentile(accept, 50), 2),
+            "accept_p99_ms": round(percentile(accept, 99), 2),
+            "accept_max_ms": round(max(accept), 2) if accept else None,
+            "accept_p50_ratio_to_floor": ratio(round(percentile(accept, 50), 2), floor),
+            "from_task_created_p50_ms": round(percentile(from_task, 50), 2),
+            "from_task_created_p99_ms": round(percentile(from_task, 99), 2),
+            "settle_p50_ms": round(percentile(settle, 50), 2),
+            "settle_p99_ms": round(percentile(settle, 99), 2),
+            "callbacks_answered": answered,
+            "callbacks_failed": len(failed),
+            "callback_failures": sorted({f"{e.get('status')} {e.get('error')}" for e in failed}),
+            "lost_intents": len(lost),
+            "double_accepts": len(doubled),
+            "unsettled": len(unsettled),
+            "journal_counts": counts,
+            "loadavg_1min_before_after": load["loadavg_1min"],
+        }
+        split = ", ".join(f"{k}: {v}" for k, v in answered.items())
+        self.say(
+            f"  {row['accepted']}/{row['n']} accepted, {row['accepts_per_s']} accepts/s; "
+            f"accept p50 {row['accept_p50_ms']} ms, p99 {row['accept_p99_ms']} ms; "
+            f"callbacks answered: {split}; lost {row['lost_intents']}, "
+            f"doubled {row['double_accepts']}, unsettled {row['unsettled']}"
+        )
+        return row
+
     async def run(self, only: Sequence[str] = SCENARIOS) -> None:
-        await self.setup()
-        await self.scenario("warm_up", self.warm_up)
+        if any(name in only for name in SCENARIOS if name not in STANDALONE):
+            await self.setup()
+            await self.scenario("warm_up", self.warm_up)
         for name in SCENARIOS:
             if name in only:
                 await self.scenario(name, getattr(self, name))
 
 
 # ------------------------------------------------------------------------------ reporting
+def loadavg_1min() -> float | None:
+    with contextlib.suppress(OSError, ValueError):
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    return None
+
+
 def machine() -> JSON:
     info: JSON = {
         "cores": os.cpu_count(),
@@ -761,6 +997,26 @@ def table(results: JSON) -> str:
             f"L={rec['latency_ms']:g} ms); lost {rec['lost_intents']}, "
             f"doubled {rec['double_accepts']}"
         )
+    inst = results.get("instances", {})
+    if "skipped" in inst:
+        lines.append("")
+        lines.append(f"instances: {inst['skipped']}")
+    elif "accepted" in inst:
+        split = ", ".join(f"{k} {v:,}" for k, v in inst["callbacks_answered"].items())
+        lines.append("")
+        lines.append(
+            f"instances: {inst['instances']} bridges on one PostgreSQL journal behind a "
+            f"balancer, {inst['n']} tasks at {inst['rate_per_s']:g}/s, L={inst['latency_ms']:g} ms"
+        )
+        lines.append(
+            f"  {inst['accepted']:,} accepted, {_fmt(inst['accepts_per_s'])} accepts/s; "
+            f"callback -> accept applied p50 {_fmt(inst['accept_p50_ms'], ' ms')}, "
+            f"p99 {_fmt(inst['accept_p99_ms'], ' ms')} (floor 2L = {inst['floor_ms']:g} ms)"
+        )
+        lines.append(
+            f"  callbacks answered: {split}; lost {inst['lost_intents']}, "
+            f"doubled {inst['double_accepts']}, unsettled {inst['unsettled']}"
+        )
     mem = results.get("memory", {})
     if "in_flight" in mem:
         lines.append(
@@ -806,6 +1062,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="flex-bridge-bench-"))
     started = time.time()
+    host = machine()  # before the run: its load average is the other work on the machine
     bench = asyncio.run(run_bench(config, workdir, only))
     results: JSON = {
         "ack": bench.results.get("ack", {}),
@@ -813,8 +1070,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rate_limited": bench.results.get("rate_limited", {}),
         "recovery": bench.results.get("recovery", {}),
         "memory": bench.results.get("memory", {}),
+        "instances": bench.results.get("instances", {}),
         "warm_up": bench.results.get("warm_up", {}),
-        "machine": machine(),
+        "machine": host,
         "commit": git("rev-parse", "HEAD"),
         "worktree_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "config": asdict(config),

@@ -289,7 +289,8 @@ class Coordinator:
             self.metrics.sync_writes.labels("announce_failed").inc()
             move = protocol.after_failed_announce(mode)
             what = "no change" if move.state == "refused" else "going ahead"
-            log_intent(intent, "Sync unavailable (%s: %s): %s", mode, what, exc, level=WARNING)
+            why = str(exc) or type(exc).__name__
+            log_intent(intent, "Sync unavailable (%s: %s): %s", mode, what, why, level=WARNING)
             return await self._move(intent, ("recorded",), **move.changes())
         self.metrics.sync_writes.labels("announced").inc()
         return await self._move(intent, ("recorded",), state="announced")
