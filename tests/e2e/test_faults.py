@@ -112,6 +112,7 @@ async def test_a_lost_response_after_commit_is_resolved_by_a_fetch(open_env: Ope
     _assert_announced_first(all_entries, reservation.sid)
     settle = item_writes(all_entries, reservation.sid)[-1]
     assert gets[0]["seq"] < settle["seq"]
+    env.idle()  # the journal records the settle just after the item is written
     latest = env.latest_for(reservation.sid)
     assert latest.settled and latest.error is None
     assert latest.attempts == 1

@@ -22,6 +22,11 @@ async def _sync_back(env: Env) -> None:
     assert status == 200, body
 
 
+async def _settled(env: Env, reservation_sid: str) -> Any:
+    latest = env.latest_for(reservation_sid)
+    return latest is not None and latest.settled and latest
+
+
 def _sync_attempts(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in entries if e["product"] == "sync"]
 
@@ -57,7 +62,8 @@ async def test_strict_makes_no_rest_change_and_settles_failed(open_env: OpenEnv)
     assert item["op"] == "accept"
     assert item["intent_id"] == intent.intent_id
     assert item["error"]["message"]
-    latest = env.latest_for(reservation.sid)
+    # The journal records the settle just after the item is written: wait for it.
+    latest: Any = await wait_until(lambda: _settled(env, reservation.sid))
     assert latest.settled and latest.outcome == "failed"
     entries = await env.rest()
     assert not reservation_updates(entries, reservation.sid)
@@ -105,7 +111,8 @@ async def test_degrade_accepts_after_the_bounded_wait_and_converges(open_env: Op
     assert all(w["seq"] > accept["seq"] for w in writes)
     assert [w["data"]["phase"] for w in writes] == ["applied"]
     assert len([u for u in reservation_updates(entries, reservation.sid) if u["applied"]]) == 1
-    latest = env.latest_for(reservation.sid)
+    # The journal records the settle just after the item is written: wait for it.
+    latest: Any = await wait_until(lambda: _settled(env, reservation.sid))
     assert latest.settled and latest.outcome == "applied"
     assert (await env.reservation(task.sid, reservation.sid)).reservation_status == "accepted"
 
@@ -208,5 +215,6 @@ async def test_strict_with_slow_sync_answers_the_callback_with_no_instruction(
     assert not reservation_updates(entries, reservation.sid)
     # Nothing on the channel ever said the accept was happening, let alone done.
     assert [w["data"]["phase"] for w in item_writes(entries, reservation.sid)] == ["failed"]
-    latest = env.latest_for(reservation.sid)
+    # The journal records the settle just after the item is written: wait for it.
+    latest: Any = await wait_until(lambda: _settled(env, reservation.sid))
     assert latest.settled and latest.outcome == "failed" and latest.via == "instruction"
