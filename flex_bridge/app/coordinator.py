@@ -218,7 +218,8 @@ class Coordinator:
             return intent
         if intent.intent_id not in self._running and intent.via == "rest":
             self.start(intent_id)
-        return await self.waiters.wait(intent_id, timeout, lambda: self.journal.get(intent_id))
+        read, here = (lambda: self.journal.get(intent_id)), (lambda: self.running(intent_id))
+        return await self.waiters.wait(intent_id, timeout, read, here)
 
     # ---------------------------------------------------------------------------- driving
     async def _drive(self, intent_id: str) -> None:

@@ -1,8 +1,8 @@
 """Callers waiting for an intent to settle (``?wait`` on the ``/flex`` API).
 
 An intent driven in this process wakes its waiters at each step (``notify``); one driven by
-another instance is not seen here, so a waiter also looks at the journal every
-``POLL`` seconds.
+another instance is not seen here, so while it is not driven here a waiter also looks at the
+journal every ``POLL`` seconds.
 """
 
 from __future__ import annotations
@@ -27,10 +27,15 @@ class Waiters:
             event.set()
 
     async def wait(
-        self, intent_id: str, timeout: float, read: Callable[[], Awaitable[Intent | None]]
+        self,
+        intent_id: str,
+        timeout: float,
+        read: Callable[[], Awaitable[Intent | None]],
+        here: Callable[[], bool],
     ) -> Intent | None:
         """The intent once decided (applied, refused, handed to TaskRouter, settled), or as
-        it is at ``timeout`` (``read`` reads the journal)."""
+        it is at ``timeout`` (``read`` reads the journal; ``here()``: driven in this process,
+        whose steps wake the waiter, so no polling)."""
         event = asyncio.Event()
         events = self._events.setdefault(intent_id, set())
         events.add(event)
@@ -41,7 +46,8 @@ class Waiters:
             while intent is not None and intent.state in UNDECIDED and loop.time() < until:
                 event.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(POLL, until - loop.time()))
+                    left = until - loop.time()
+                    await asyncio.wait_for(event.wait(), left if here() else min(POLL, left))
                 intent = await read()
             return intent
         finally:

@@ -12,8 +12,6 @@ from typing import Any
 import jsonschema
 import pytest
 
-from flex_bridge.app.recovery import Recovery
-from flex_bridge.domain.protocol import INSTRUCTION_GRACE
 from tests.e2e.conftest import OpenEnv
 from tests.e2e.env import Env, assert_error
 from tests.support.bridge import (
@@ -21,6 +19,7 @@ from tests.support.bridge import (
     item_writes,
     reservation_updates,
     settled_item,
+    sweep_later,
     wait_until,
 )
 
@@ -417,15 +416,6 @@ async def test_a_ringing_conference_is_sent_once_and_stays_pending_until_answere
     assert update["form"]["From"] == "***"  # the emulator masks phone numbers in its log
 
     # Recovery, as if long past the grace, several times: it looks, and sends nothing.
-    async def sweep_later(svc: Any) -> int:
-        coordinator = svc.coordinator
-        real = coordinator.clock
-        coordinator.clock = lambda: real() + 3 * INSTRUCTION_GRACE
-        try:
-            return int(await Recovery(coordinator).sweep())
-        finally:
-            coordinator.clock = real
-
     for _ in range(3):
         env.bridge.call(sweep_later)
     env.idle()

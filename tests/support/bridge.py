@@ -9,7 +9,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from flex_bridge.app.recovery import Recovery
 from flex_bridge.domain.policy import Policy, parse_policy
+from flex_bridge.domain.protocol import INSTRUCTION_GRACE
 from flex_bridge.emulator.seed import SeedOptions
 from flex_bridge.settings import Settings
 from flex_bridge.web import create_app
@@ -133,3 +135,15 @@ async def settled_item(admin: Admin, reservation_sid: str) -> dict[str, Any] | N
     if writes and writes[-1]["data"] and writes[-1]["data"]["phase"] != "pending":
         return writes[-1]["data"]  # type: ignore[no-any-return]
     return None
+
+
+async def sweep_later(svc: Any) -> int:
+    """One recovery sweep of a running bridge's services, as if long past the instruction
+    grace (for ``RunningBridge.call``): what recovery does to an intent it may resend."""
+    coordinator = svc.coordinator
+    real = coordinator.clock
+    coordinator.clock = lambda: real() + 3 * INSTRUCTION_GRACE
+    try:
+        return int(await Recovery(coordinator).sweep())
+    finally:
+        coordinator.clock = real
