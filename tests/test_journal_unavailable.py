@@ -1,0 +1,81 @@
+"""A callback the journal cannot record is answered 503, never acknowledged as handled."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from quart.typing import TestClientProtocol as Client
+from twilio.request_validator import RequestValidator
+
+from flex_bridge.adapters.journal import SqliteJournal
+from flex_bridge.app.metrics import Metrics
+from flex_bridge.app.services import Services
+from flex_bridge.domain.intents import Intent
+from flex_bridge.errors import JournalError
+from flex_bridge.settings import Settings
+from flex_bridge.web import create_app
+from tests.support.clock import Clock
+from tests.support.fakes import WK, WR, WT, FakeChannel, FakeTaskRouter
+from tests.test_reconcile import services
+
+AUTH_TOKEN = "token"  # the one tests/test_reconcile.services configures
+
+
+class BrokenJournal(SqliteJournal):
+    """Opens, then cannot record anything (read-only, locked, the database gone)."""
+
+    async def submit(self, intent: Intent) -> tuple[Intent, bool]:
+        raise JournalError("the journal at journal.db is read-only")
+
+    async def inbox_put(self, key: str, body: dict[str, str]) -> bool:
+        raise JournalError("the journal at journal.db is read-only")
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[Client]:
+    journal = BrokenJournal(tmp_path / "journal.db", clock=Clock())
+    await journal.open()
+    policy: dict[str, object] = {"assignment": {"rules": [{"name": "all", "op": "accept"}]}}
+    built = services(journal, FakeTaskRouter(), FakeChannel(), Clock(), policy)
+
+    async def factory(settings: Settings, metrics: Metrics) -> Services:
+        return built
+
+    app = create_app(built.settings, services=factory)
+    async with app.test_app() as running:
+        yield running.test_client()
+    await journal.close()
+
+
+async def post(client: Client, path: str, form: dict[str, str]) -> tuple[int, Any]:
+    url = f"http://localhost{path}"
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, form)
+    response = await client.post(
+        path,
+        data=urlencode(form),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": signature,
+        },
+    )
+    return response.status_code, await response.get_json()
+
+
+async def test_an_assignment_callback_that_cannot_be_recorded_is_503(
+    client: Client,
+) -> None:
+    form = {"ReservationSid": WR, "TaskSid": WT, "WorkerSid": WK, "TaskAttributes": "{}"}
+    status, body = await post(client, "/taskrouter/assignment", form)
+    assert status == 503, body
+    assert body["error"]["code"] == "journal_unavailable"
+
+
+async def test_an_event_that_cannot_be_recorded_is_503(client: Client) -> None:
+    event = {"EventType": "reservation.accepted", "ResourceSid": WR, "Timestamp": "1700000000"}
+    status, body = await post(client, "/taskrouter/events", event)
+    assert status == 503, body
+    assert body["error"]["code"] == "journal_unavailable"
