@@ -1,0 +1,229 @@
+/**
+ * Watch a worker's Sync map: the latest item of each reservation, in the contract's order.
+ */
+import { isAhead, isReservationItem, workerMapName } from './item.js';
+import type { ReservationItem } from './item.js';
+import type { Listener, MapEvent, SyncClientLike, SyncMapLike, SyncPaginatorLike } from './sync.js';
+
+export type ChannelListener = (reservationSid: string, item: ReservationItem | undefined) => void;
+
+export interface WatchOptions {
+  /** Items per `getItems()` page when reading the snapshot (default 100, Sync's maximum). */
+  pageSize?: number;
+  /**
+   * Where a fresh token comes from when the client says its token is about to expire or has
+   * expired. Leave it out when something else refreshes the client (Flex does for
+   * `manager.insightsClient`; `installFlexBridge` does for a client it was given).
+   */
+  getToken?: () => string | Promise<string>;
+  /** Failures after the watcher started: a snapshot re-read, a token refresh, a listener. */
+  onError?: (error: unknown) => void;
+}
+
+export interface ChannelWatcher {
+  /** The latest item of a reservation, or undefined when the bridge wrote none (or it expired). */
+  current(reservationSid: string): ReservationItem | undefined;
+  /** Every reservation's latest item. */
+  items(): ReadonlyMap<string, ReservationItem>;
+  /** Stop listening and close the map. */
+  close(): void;
+}
+
+interface Change {
+  key: string;
+  data: unknown;
+}
+
+// twilio-sync 2.x-4.x pass `{ item: SyncMapItem, isLocal }` for itemAdded/itemUpdated and
+// `{ key, isLocal, previousItemData }` for itemRemoved; read both defensively.
+function readItemEvent(args: unknown): Change | undefined {
+  if (typeof args !== 'object' || args === null) return undefined;
+  const outer = args as { item?: unknown; key?: unknown; data?: unknown };
+  const item = (typeof outer.item === 'object' && outer.item !== null ? outer.item : outer) as {
+    key?: unknown;
+    data?: unknown;
+    value?: unknown;
+  };
+  if (typeof item.key !== 'string') return undefined;
+  return { key: item.key, data: item.data !== undefined ? item.data : item.value };
+}
+
+function readRemovedKey(args: unknown): string | undefined {
+  if (typeof args === 'string') return args;
+  if (typeof args !== 'object' || args === null) return undefined;
+  const { key, item } = args as { key?: unknown; item?: { key?: unknown } };
+  if (typeof key === 'string') return key;
+  return typeof item?.key === 'string' ? item.key : undefined;
+}
+
+/**
+ * Open `flex-bridge.worker.<workerSid>` (open_or_create, so a plugin that loads before the
+ * bridge ever wrote for its worker is still subscribed), subscribe, then read the snapshot
+ * page by page. Events and snapshot both go through the contract's ordering rule, so an older
+ * snapshot never overwrites a newer event, items never move backwards, and items of an unknown
+ * version are ignored. After a reconnect (the client's `connectionStateChanged` back to
+ * `connected`), the snapshot is read again, so nothing missed while disconnected stays missed.
+ *
+ * Resolves once the snapshot is read. `onChange(reservationSid, item)` is called for each
+ * change of a reservation's latest item; `item` is undefined when it was removed (its TTL ran
+ * out: that says nothing about the reservation).
+ */
+export async function watchWorkerChannel(
+  client: SyncClientLike,
+  workerSid: string,
+  onChange: ChannelListener,
+  options: WatchOptions = {},
+): Promise<ChannelWatcher> {
+  const name = workerMapName(workerSid);
+  const pageSize = options.pageSize ?? 100;
+  const report = (error: unknown): void => {
+    if (options.onError) options.onError(error);
+    else console.error('flex-bridge: channel watcher:', error);
+  };
+  const items = new Map<string, ReservationItem>();
+  let closed = false;
+  // Keys removed while a snapshot read is under way, so the read does not bring them back.
+  let removedDuringRead: Map<string, string> | undefined;
+
+  const notify = (key: string, item: ReservationItem | undefined): void => {
+    try {
+      onChange(key, item);
+    } catch (error) {
+      report(error);
+    }
+  };
+
+  const put = (key: string, data: unknown, fromSnapshot: boolean): void => {
+    if (closed || !isReservationItem(data)) return;
+    if (fromSnapshot && removedDuringRead?.has(key)) {
+      const removedIntent = removedDuringRead.get(key) ?? '';
+      if (data.intent_id <= removedIntent || removedIntent === '') return;
+    }
+    if (!isAhead(data, items.get(key))) return;
+    items.set(key, data);
+    notify(key, data);
+  };
+
+  const remove = (key: string): void => {
+    if (closed) return;
+    const known = items.get(key);
+    removedDuringRead?.set(key, known?.intent_id ?? '');
+    if (known === undefined) return;
+    items.delete(key);
+    notify(key, undefined);
+  };
+
+  const onAdded: Listener = (args: unknown) => {
+    const change = readItemEvent(args);
+    if (change) put(change.key, change.data, false);
+  };
+  const onRemoved: Listener = (args: unknown) => {
+    const key = readRemovedKey(args);
+    if (key !== undefined) remove(key);
+  };
+
+  const map: SyncMapLike = await client.map({ id: name, mode: 'open_or_create' });
+  const listeners: [MapEvent, Listener][] = [
+    ['itemAdded', onAdded],
+    ['itemUpdated', onAdded],
+    ['itemRemoved', onRemoved],
+  ];
+  for (const [event, listener] of listeners) map.on(event, listener);
+
+  let reading: Promise<void> | undefined;
+  let again = false;
+  const readSnapshot = async (): Promise<void> => {
+    removedDuringRead = new Map();
+    try {
+      let page: SyncPaginatorLike = await map.getItems({ pageSize });
+      for (;;) {
+        if (closed) return;
+        for (const item of page.items) put(item.key, item.data, true);
+        if (!page.hasNextPage) break;
+        page = await page.nextPage();
+      }
+    } finally {
+      removedDuringRead = undefined;
+    }
+  };
+  // One read at a time; a reconnect during a read asks for one more read after it.
+  const resync = (): void => {
+    if (closed) return;
+    if (reading) {
+      again = true;
+      return;
+    }
+    reading = readSnapshot()
+      .catch(report)
+      .finally(() => {
+        reading = undefined;
+        if (again) {
+          again = false;
+          resync();
+        }
+      });
+  };
+
+  const clientListeners: [string, Listener][] = [];
+  let dropped = false;
+  if (typeof client.on === 'function') {
+    const onState: Listener = (state: unknown) => {
+      if (state === 'connected') {
+        if (dropped) {
+          dropped = false;
+          resync();
+        }
+      } else if (state === 'disconnected' || state === 'denied' || state === 'error') {
+        dropped = true;
+      }
+    };
+    clientListeners.push(['connectionStateChanged', onState]);
+    const getToken = options.getToken;
+    if (getToken && typeof client.updateToken === 'function') {
+      const update = client.updateToken.bind(client);
+      const refresh: Listener = () => {
+        void Promise.resolve()
+          .then(getToken)
+          .then((token) => update(token))
+          .catch(report);
+      };
+      clientListeners.push(['tokenAboutToExpire', refresh], ['tokenExpired', refresh]);
+    }
+    for (const [event, listener] of clientListeners) client.on(event, listener);
+  }
+
+  const stop = (): void => {
+    if (closed) return;
+    closed = true;
+    for (const [event, listener] of listeners) map.removeListener?.(event, listener);
+    for (const [event, listener] of clientListeners) client.removeListener?.(event, listener);
+    try {
+      map.close();
+    } catch (error) {
+      report(error);
+    }
+  };
+
+  const first = readSnapshot();
+  reading = first
+    .catch(() => undefined)
+    .finally(() => {
+      reading = undefined;
+      if (again) {
+        again = false;
+        resync();
+      }
+    });
+  try {
+    await first;
+  } catch (error) {
+    stop();
+    throw error;
+  }
+
+  return {
+    current: (reservationSid: string) => items.get(reservationSid),
+    items: () => new Map(items),
+    close: stop,
+  };
+}
