@@ -1,7 +1,9 @@
-"""The emulator's HTTP surface: Twilio's REST paths, the IAM endpoint, the admin API, the feed.
+"""The emulator's HTTP surface: Twilio's REST paths, the IAM endpoint, the admin API, the feed
+and the SDK surface for browsers.
 
 Addresses follow ``http://host:port/<product>/v1/...`` with product ``taskrouter``, ``sync``
-or ``iam``; the admin API lives under ``/_emulator/`` (docs/emulator.md describes it). Each
+or ``iam``; the admin API lives under ``/_emulator/`` and the token-authenticated SDK surface
+(with CORS for any origin) under ``/sdk/`` (docs/emulator.md describes them). Each
 concern is a blueprint in :mod:`flex_bridge.emulator.blueprints`; this module puts them
 together with the error handlers and the serving hooks.
 """
@@ -20,6 +22,8 @@ from flex_bridge.emulator.blueprints.guard import ResponseLost, with_dropped_res
 from flex_bridge.emulator.blueprints.iam import iam_blueprint
 from flex_bridge.emulator.blueprints.responses import error_response
 from flex_bridge.emulator.blueprints.rest import product_blueprint, unknown_products
+from flex_bridge.emulator.blueprints.sdk import sdk_blueprint
+from flex_bridge.emulator.blueprints.sdk_ws import sdk_socket_blueprint
 from flex_bridge.emulator.core import Emulator
 
 __all__ = ["ResponseLost", "create_emulator_app"]
@@ -76,5 +80,7 @@ def create_emulator_app(emu: Emulator) -> Quart:
     app.register_blueprint(iam_blueprint(emu))
     app.register_blueprint(admin_blueprint(emu))
     app.register_blueprint(feed_blueprint(emu))
+    app.register_blueprint(sdk_blueprint(emu))
+    app.register_blueprint(sdk_socket_blueprint(emu))
     app.asgi_app = with_dropped_responses(app.asgi_app)  # type: ignore[method-assign, assignment]
     return app

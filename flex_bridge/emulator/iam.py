@@ -12,6 +12,10 @@ instance and Flex user SIDs the Flex User Token API puts in a token's ``token_in
 gives ``valid: false``, a Twilio code and message (20101 unknown token, 20104 expired) and
 every other field null: what Twilio puts there is not documented, and null is the answer a
 client can least rely on.
+
+A token also names the Sync service it grants (``sync_service_sid``, or None): the emulator's
+SDK surface (:mod:`flex_bridge.emulator.blueprints.sdk`) authenticates browsers with it. That
+field is in ``describe()`` but not in the validation answer, whose fields stay Twilio's.
 """
 
 from __future__ import annotations
@@ -44,6 +48,15 @@ UNKNOWN_TOKEN = (20101, "Invalid Access Token")
 EXPIRED_TOKEN = (20104, "Access Token expired or expiration date invalid")
 
 
+class TokenRefused(Exception):
+    """A token that does not authenticate: unknown (20101) or expired (20104)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 def _sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
@@ -58,6 +71,7 @@ class IssuedToken:
     realm_user_id: str
     flex_instance_sid: str
     flex_user_sid: str
+    sync_service_sid: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -69,6 +83,7 @@ class IssuedToken:
             "realm_user_id": self.realm_user_id,
             "flex_instance_sid": self.flex_instance_sid,
             "flex_user_sid": self.flex_user_sid,
+            "sync_service_sid": self.sync_service_sid,
         }
 
 
@@ -86,6 +101,7 @@ class TokenStore:
         worker_sid: str | None,
         roles: list[str],
         ttl: float,
+        sync_service_sid: str | None = None,
     ) -> IssuedToken:
         bad = [r for r in roles if r not in ROLES]
         if bad or not roles:
@@ -101,17 +117,28 @@ class TokenStore:
             realm_user_id=_sid("US"),
             flex_instance_sid=self.flex_instance_sid,
             flex_user_sid=self._users.setdefault(identity, _sid("FU")),
+            sync_service_sid=sync_service_sid,
         )
         self._tokens[token.token] = token
         return token
 
+    def check(self, token: str) -> IssuedToken:
+        """The issued token, if it is known and not expired on the emulator clock; else
+        :class:`TokenRefused` with Twilio's code (20101 unknown, 20104 expired)."""
+        issued = self._tokens.get(token)
+        if issued is None:
+            raise TokenRefused(*UNKNOWN_TOKEN)
+        if issued.expires <= self.clock.now():
+            raise TokenRefused(*EXPIRED_TOKEN)
+        return issued
+
     def validate(self, token: str) -> dict[str, Any]:
         """The validation answer: every field of ``ANSWER_FIELDS``, in that order."""
-        issued = self._tokens.get(token)
-        if issued is None or issued.expires <= self.clock.now():
-            code, message = UNKNOWN_TOKEN if issued is None else EXPIRED_TOKEN
+        try:
+            issued = self.check(token)
+        except TokenRefused as exc:
             refused: dict[str, Any] = dict.fromkeys(ANSWER_FIELDS)
-            refused.update(valid=False, code=code, message=message)
+            refused.update(valid=False, code=exc.code, message=exc.message)
             return refused
         described = issued.describe()
         answer = {name: described.get(name) for name in ANSWER_FIELDS}

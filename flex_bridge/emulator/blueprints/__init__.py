@@ -4,6 +4,9 @@
 - ``iam``: Flex token validation under ``/iam/v1/``.
 - ``admin``: the admin API under ``/_emulator/``.
 - ``feed``: the live feed, ``/_emulator/ws``.
+- ``sdk`` and ``sdk_ws``: what a browser's Twilio SDKs would reach, under ``/sdk/``: Sync Maps,
+  their items and a WebSocket of their changes, and Flex's own accept and reject, all with the
+  agent's Flex token (the stand-in ``SyncClient`` of ``sync/client`` talks to it).
 
 ``guard`` holds what they share in front of an API (authentication, injected faults) and
 ``responses`` the JSON answers; ``flex_bridge.emulator.app`` puts them together.

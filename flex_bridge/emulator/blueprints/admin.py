@@ -105,9 +105,22 @@ def admin_blueprint(emu: Emulator) -> Blueprint:
             return bad_request("worker_sid must be a string")
         if not _number(ttl):
             return bad_request("ttl must be a number of seconds")
+        service_sid = body.get("sync_service_sid")  # null: as if not given
+        if service_sid is not None:
+            if not isinstance(service_sid, str) or service_sid not in emu.sync.services:
+                return bad_request(
+                    f"sync_service_sid must name an existing Sync service; got {service_sid!r}"
+                )
+        else:
+            # The oldest service (services are kept in creation order), or none.
+            service_sid = next(iter(emu.sync.services), None)
         try:
             issued = emu.tokens.issue(
-                identity=str(identity), worker_sid=worker_sid, roles=roles, ttl=float(ttl)
+                identity=str(identity),
+                worker_sid=worker_sid,
+                roles=roles,
+                ttl=float(ttl),
+                sync_service_sid=service_sid,
             )
         except ValueError as exc:
             return bad_request(str(exc))
