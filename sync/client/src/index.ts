@@ -30,7 +30,7 @@ export type {
   SyncPaginatorLike,
 } from './sync.js';
 export { watchWorkerChannel } from './watcher.js';
-export type { ChannelListener, ChannelWatcher, WatchOptions } from './watcher.js';
+export type { ChannelListener, ChannelWatcher, PendingWatcher, WatchOptions } from './watcher.js';
 export {
   BadGatewayError,
   BadRequestError,

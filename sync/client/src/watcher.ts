@@ -56,6 +56,9 @@ function readRemovedKey(args: unknown): string | undefined {
   return typeof item?.key === 'string' ? item.key : undefined;
 }
 
+/** A watcher that is also the promise of its first snapshot read. */
+export type PendingWatcher = ChannelWatcher & Promise<ChannelWatcher>;
+
 /**
  * Open `flex-bridge.worker.<workerSid>` (open_or_create, so a plugin that loads before the
  * bridge ever wrote for its worker is still subscribed), subscribe, then read the snapshot
@@ -64,16 +67,18 @@ function readRemovedKey(args: unknown): string | undefined {
  * version are ignored. After a reconnect (the client's `connectionStateChanged` back to
  * `connected`), the snapshot is read again, so nothing missed while disconnected stays missed.
  *
- * Resolves once the snapshot is read. `onChange(reservationSid, item)` is called for each
- * change of a reservation's latest item; `item` is undefined when it was removed (its TTL ran
- * out: that says nothing about the reservation).
+ * The answer is the watcher itself, usable at once, and also a promise that resolves to it
+ * once the map is open, subscribed and its snapshot read (it rejects, and the watcher closes,
+ * when that first read fails). `onChange(reservationSid, item)` is called for each change of a
+ * reservation's latest item; `item` is undefined when it was removed (its TTL ran out: that
+ * says nothing about the reservation).
  */
-export async function watchWorkerChannel(
+export function watchWorkerChannel(
   client: SyncClientLike,
   workerSid: string,
   onChange: ChannelListener,
   options: WatchOptions = {},
-): Promise<ChannelWatcher> {
+): PendingWatcher {
   const name = workerMapName(workerSid);
   const pageSize = options.pageSize ?? 100;
   const report = (error: unknown): void => {
@@ -82,6 +87,7 @@ export async function watchWorkerChannel(
   };
   const items = new Map<string, ReservationItem>();
   let closed = false;
+  let map: SyncMapLike | undefined;
   // Keys removed while a snapshot read is under way, so the read does not bring them back.
   let removedDuringRead: Map<string, string> | undefined;
 
@@ -121,21 +127,16 @@ export async function watchWorkerChannel(
     const key = readRemovedKey(args);
     if (key !== undefined) remove(key);
   };
-
-  const map: SyncMapLike = await client.map({ id: name, mode: 'open_or_create' });
   const listeners: [MapEvent, Listener][] = [
     ['itemAdded', onAdded],
     ['itemUpdated', onAdded],
     ['itemRemoved', onRemoved],
   ];
-  for (const [event, listener] of listeners) map.on(event, listener);
 
-  let reading: Promise<void> | undefined;
-  let again = false;
-  const readSnapshot = async (): Promise<void> => {
+  const readSnapshot = async (opened: SyncMapLike): Promise<void> => {
     removedDuringRead = new Map();
     try {
-      let page: SyncPaginatorLike = await map.getItems({ pageSize });
+      let page: SyncPaginatorLike = await opened.getItems({ pageSize });
       for (;;) {
         if (closed) return;
         for (const item of page.items) put(item.key, item.data, true);
@@ -146,14 +147,12 @@ export async function watchWorkerChannel(
       removedDuringRead = undefined;
     }
   };
+
   // One read at a time; a reconnect during a read asks for one more read after it.
-  const resync = (): void => {
-    if (closed) return;
-    if (reading) {
-      again = true;
-      return;
-    }
-    reading = readSnapshot()
+  let reading: Promise<void> | undefined;
+  let again = false;
+  const track = (read: Promise<void>): void => {
+    reading = read
       .catch(report)
       .finally(() => {
         reading = undefined;
@@ -163,67 +162,80 @@ export async function watchWorkerChannel(
         }
       });
   };
+  const resync = (): void => {
+    if (closed || map === undefined) return;
+    if (reading) {
+      again = true;
+      return;
+    }
+    track(readSnapshot(map));
+  };
 
   const clientListeners: [string, Listener][] = [];
   let dropped = false;
-  if (typeof client.on === 'function') {
-    const onState: Listener = (state: unknown) => {
-      if (state === 'connected') {
-        if (dropped) {
-          dropped = false;
-          resync();
-        }
-      } else if (state === 'disconnected' || state === 'denied' || state === 'error') {
-        dropped = true;
+  const onState: Listener = (state: unknown) => {
+    if (state === 'connected') {
+      if (dropped) {
+        dropped = false;
+        resync();
       }
-    };
-    clientListeners.push(['connectionStateChanged', onState]);
-    const getToken = options.getToken;
-    if (getToken && typeof client.updateToken === 'function') {
-      const update = client.updateToken.bind(client);
-      const refresh: Listener = () => {
-        void Promise.resolve()
-          .then(getToken)
-          .then((token) => update(token))
-          .catch(report);
-      };
-      clientListeners.push(['tokenAboutToExpire', refresh], ['tokenExpired', refresh]);
+    } else if (state === 'disconnected' || state === 'denied' || state === 'error') {
+      dropped = true;
     }
-    for (const [event, listener] of clientListeners) client.on(event, listener);
+  };
+  clientListeners.push(['connectionStateChanged', onState]);
+  const getToken = options.getToken;
+  if (getToken && typeof client.updateToken === 'function') {
+    const update = client.updateToken.bind(client);
+    const refresh: Listener = () => {
+      void Promise.resolve()
+        .then(getToken)
+        .then((token) => update(token))
+        .catch(report);
+    };
+    clientListeners.push(['tokenAboutToExpire', refresh], ['tokenExpired', refresh]);
   }
 
-  const stop = (): void => {
+  const close = (): void => {
     if (closed) return;
     closed = true;
-    for (const [event, listener] of listeners) map.removeListener?.(event, listener);
     for (const [event, listener] of clientListeners) client.removeListener?.(event, listener);
+    if (map === undefined) return; // the map is closed when it arrives
+    for (const [event, listener] of listeners) map.removeListener?.(event, listener);
     try {
       map.close();
     } catch (error) {
       report(error);
     }
   };
-
-  const first = readSnapshot();
-  reading = first
-    .catch(() => undefined)
-    .finally(() => {
-      reading = undefined;
-      if (again) {
-        again = false;
-        resync();
-      }
-    });
-  try {
-    await first;
-  } catch (error) {
-    stop();
-    throw error;
-  }
-
-  return {
+  const watcher: ChannelWatcher = {
     current: (reservationSid: string) => items.get(reservationSid),
     items: () => new Map(items),
-    close: stop,
+    close,
   };
+
+  const start = async (): Promise<ChannelWatcher> => {
+    if (typeof client.on === 'function') {
+      for (const [event, listener] of clientListeners) client.on(event, listener);
+    }
+    const opened = await client.map({ id: name, mode: 'open_or_create' });
+    map = opened;
+    if (closed) {
+      opened.close();
+      return watcher;
+    }
+    for (const [event, listener] of listeners) opened.on(event, listener);
+    const first = readSnapshot(opened);
+    track(first);
+    try {
+      await first;
+    } catch (error) {
+      close();
+      throw error;
+    }
+    return watcher;
+  };
+  const ready = start();
+  ready.catch(() => undefined); // a caller that never awaits must not see an unhandled rejection
+  return Object.assign(ready, watcher);
 }
