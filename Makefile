@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint typecheck pytest demo emulator bench clean
+.PHONY: venv test test-fast lint typecheck pytest sync-test demo emulator bench clean
 
 venv: $(STAMP)
 
@@ -23,7 +23,20 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint typecheck pytest
+# The browser half (sync/): npm workspaces installed from the committed lockfile, then the
+# client package's build, type checks (against the real twilio-sync and @twilio/flex-ui
+# declarations), unit tests and browser tests (Debian's chromium, the real bridge and
+# emulator from .venv), and the example plugin's build.
+SYNC_STAMP := sync/node_modules/.installed
+
+$(SYNC_STAMP): sync/package-lock.json sync/package.json sync/client/package.json sync/plugin-example/package.json
+	cd sync && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(SYNC_STAMP)
+
+sync-test: $(STAMP) $(SYNC_STAMP)
+	cd sync && npm test
+
+test: lint typecheck pytest sync-test
 
 # Under a minute: lint and every test not marked slow (tests/conftest.py says which are).
 test-fast: lint
@@ -42,3 +55,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf sync/node_modules sync/client/dist sync/client/build sync/client/test-results sync/plugin-example/dist

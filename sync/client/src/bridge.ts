@@ -244,7 +244,11 @@ export function createBridgeClient(options: BridgeClientOptions): BridgeClient {
     extraMs: number,
     signal: AbortSignal | undefined,
   ): Promise<{ status: number; body: unknown }> {
+    const abandoned = (): unknown =>
+      signal?.reason ?? new DOMException('The request was aborted', 'AbortError');
+    if (signal?.aborted) throw abandoned();
     const token = await options.getToken();
+    if (signal?.aborted) throw abandoned();
     const controller = new AbortController();
     const onAbort = (): void => controller.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });

@@ -2,7 +2,7 @@
  * Wire the bridge into Flex UI 2.x: the accept guard, the agent's accept through the bridge
  * (with a fallback when the bridge is down), the "accepting…" indication, token refresh.
  */
-import { BridgeUnreachableError, createBridgeClient } from './bridge.js';
+import { BridgeError, BridgeUnreachableError, createBridgeClient } from './bridge.js';
 import type { BridgeClient } from './bridge.js';
 import { acceptDecision, failureMessage, indication } from './item.js';
 import type { Decision, ReservationItem } from './item.js';
@@ -148,7 +148,7 @@ export async function installFlexBridge(
       }
     }
   };
-  const accepting = new Set<string>(); // accepts this client has sent to the bridge
+  const accepting = new Map<string, number>(); // accepts in flight to the bridge, per reservation
 
   let closed = false;
   let watcher: ChannelWatcher | undefined;
@@ -176,7 +176,12 @@ export async function installFlexBridge(
   const current = (sid: string): ReservationItem | undefined => watcher?.current(sid);
   const decision = (sid: string): Decision => acceptDecision(current(sid));
 
-  /** Resolves with the decision once it is not `wait`, or `wait` after `maxWaitMs`. */
+  const waiting = new Set<() => void>(); // guards waiting while the bridge acts
+
+  /**
+   * Resolves with the decision once it is not `wait`, or `wait` after `maxWaitMs` (or at once
+   * when the handle is closed).
+   */
   const settled = (sid: string): Promise<Decision> =>
     new Promise((resolve) => {
       const now = decision(sid);
@@ -187,15 +192,18 @@ export async function installFlexBridge(
       const finish = (answer: Decision): void => {
         clearTimeout(timer);
         listeners.delete(onChange);
+        waiting.delete(release);
         resolve(answer);
       };
+      const release = (): void => finish(decision(sid));
       const onChange = (changed: string): void => {
         if (changed !== sid) return;
         const next = decision(sid);
         if (next !== 'wait') finish(next);
       };
-      const timer = setTimeout(() => finish(decision(sid)), maxWaitMs);
+      const timer = setTimeout(release, maxWaitMs);
       listeners.add(onChange);
+      waiting.add(release);
     });
 
   const guard = async (payload: AcceptTaskPayload, abort: () => void): Promise<void> => {
@@ -204,7 +212,8 @@ export async function installFlexBridge(
     if (typeof sid !== 'string' || closed) return;
     const first = await settled(sid);
     if (first === 'wait') {
-      abort();
+      abort(); // still acting: never race it
+      if (closed) return;
       notify('flex-bridge is still acting on this reservation; try again in a moment', sid);
       return;
     }
@@ -219,7 +228,7 @@ export async function installFlexBridge(
     }
     const taskSid = task?.taskSid;
     if (!routeAccept(task) || typeof taskSid !== 'string') return; // Flex's own accept, guarded
-    accepting.add(sid);
+    accepting.set(sid, (accepting.get(sid) ?? 0) + 1);
     emit(sid);
     try {
       await bridge.accept(sid, taskSid, { wait: acceptWait });
@@ -239,9 +248,16 @@ export async function installFlexBridge(
         return;
       }
       abort();
+      // A 409 because the bridge is already acting (its announcement had not reached this
+      // browser when the agent clicked) is not the agent's problem: the channel will show it.
+      const code = error instanceof BridgeError ? error.code : undefined;
+      const after = decision(sid);
+      if (code === 'intent_in_flight' || after === 'wait' || after === 'accepted') return;
       notify(error instanceof Error ? error.message : String(error), sid);
     } finally {
-      accepting.delete(sid);
+      const left = (accepting.get(sid) ?? 1) - 1;
+      if (left > 0) accepting.set(sid, left);
+      else accepting.delete(sid);
       emit(sid);
     }
   };
@@ -276,6 +292,7 @@ export async function installFlexBridge(
       if (closed) return;
       closed = true;
       clearTimeout(retryTimer);
+      for (const release of [...waiting]) release();
       flex.Actions.removeListener?.('beforeAcceptTask', guard);
       manager.events?.removeListener?.('tokenUpdated', onToken);
       watcher?.close();

@@ -65,3 +65,5 @@ export type {
   FlexTaskLike,
   ManagerLike,
 } from './flex.js';
+export { EmulatorSyncClient, EmulatorSyncError } from './emulator.js';
+export type { EmulatorSyncClientOptions } from './emulator.js';

@@ -35,6 +35,18 @@ const ENDED: ReadonlySet<string> = new Set([
   'rejected',
   'completed',
 ]);
+/**
+ * The reservation's status an applied op implies, for an item whose `reservation_status` is
+ * unknown (null). `call` and `redirect` accept only when asked to, so they imply nothing.
+ */
+const IMPLIED: Readonly<Partial<Record<string, ReservationStatus>>> = {
+  accept: 'accepted',
+  conference: 'accepted',
+  dequeue: 'accepted',
+  wrapup: 'wrapping',
+  reject: 'rejected',
+  complete: 'completed',
+};
 /** Instructions that ring the worker's leg and accept the reservation when it answers. */
 const RINGING_OPS: ReadonlySet<string> = new Set(['conference', 'dequeue']);
 /** Phase ranks within one intent: items never move backwards. */
@@ -99,11 +111,22 @@ export function isRinging(item: ReservationItem): boolean {
  * - timed out, canceled, rescinded, rejected or completed: `gone`;
  * - otherwise (`failed` or `applied` while the reservation is still `pending`, or its status
  *   unknown after a failure): `accept`, the agent may act on it.
+ *
+ * An `applied` item whose status is unknown (null) is read by its op: an applied `accept`,
+ * `conference`, `dequeue` or `wrapup` means `accepted`, an applied `reject` or `complete` means
+ * `gone`, and an applied `call` or `redirect` (which accept only when asked to) means `wait`
+ * until the bridge learns the reservation's status.
  */
 export function acceptDecision(item: ReservationItem | undefined | null): Decision {
   if (item === undefined || item === null || !isReservationItem(item)) return 'accept';
   if (item.phase === 'pending' || isRinging(item)) return 'wait';
-  const status = item.reservation_status ?? null;
+  let status = item.reservation_status ?? null;
+  if (status === null && item.phase === 'applied') {
+    // TaskRouter took the change, but its outcome is unknown: read it from the op, or wait
+    // for the bridge to learn it (an event or a fetch rewrites the item with the status).
+    status = IMPLIED[item.op] ?? null;
+    if (status === null) return 'wait';
+  }
   if (status !== null && ACCEPTED.has(status)) return 'accepted';
   if (status !== null && ENDED.has(status)) return 'gone';
   return 'accept';

@@ -48,6 +48,16 @@ function readItemEvent(args: unknown): Change | undefined {
   return { key: item.key, data: item.data !== undefined ? item.data : item.value };
 }
 
+/** The same write seen twice (as an event and in a snapshot): not a change. */
+function sameVersion(a: ReservationItem, b: ReservationItem): boolean {
+  return (
+    a.intent_id === b.intent_id &&
+    a.phase === b.phase &&
+    a.updated_at === b.updated_at &&
+    a.reservation_status === b.reservation_status
+  );
+}
+
 function readRemovedKey(args: unknown): string | undefined {
   if (typeof args === 'string') return args;
   if (typeof args !== 'object' || args === null) return undefined;
@@ -105,7 +115,8 @@ export function watchWorkerChannel(
       const removedIntent = removedDuringRead.get(key) ?? '';
       if (data.intent_id <= removedIntent || removedIntent === '') return;
     }
-    if (!isAhead(data, items.get(key))) return;
+    const known = items.get(key);
+    if (!isAhead(data, known) || (known !== undefined && sameVersion(data, known))) return;
     items.set(key, data);
     notify(key, data);
   };
@@ -174,12 +185,14 @@ export function watchWorkerChannel(
   const clientListeners: [string, Listener][] = [];
   let dropped = false;
   const onState: Listener = (state: unknown) => {
+    // Any other state means the connection went (twilsock reports a dropped socket as
+    // `connecting`, and may emit `retrying`): events may have been missed meanwhile.
     if (state === 'connected') {
       if (dropped) {
         dropped = false;
         resync();
       }
-    } else if (state === 'disconnected' || state === 'denied' || state === 'error') {
+    } else {
       dropped = true;
     }
   };
@@ -218,7 +231,13 @@ export function watchWorkerChannel(
     if (typeof client.on === 'function') {
       for (const [event, listener] of clientListeners) client.on(event, listener);
     }
-    const opened = await client.map({ id: name, mode: 'open_or_create' });
+    let opened: SyncMapLike;
+    try {
+      opened = await client.map({ id: name, mode: 'open_or_create' });
+    } catch (error) {
+      close();
+      throw error;
+    }
     map = opened;
     if (closed) {
       opened.close();
