@@ -15,6 +15,7 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -620,7 +621,8 @@ via = "rest"
 
 
 class Server:
-    """The bridge (``flex-bridge serve``) or the baseline (``python -m bench.baseline``)."""
+    """The bridge (``flex-bridge serve``), the baseline (``python -m bench.baseline``) or the
+    Node peer (``node bench/peers/node/server.js``)."""
 
     def __init__(
         self,
@@ -633,6 +635,7 @@ class Server:
         journal: Path | str | None = None,
         policy: str | None = None,
         extra_env: dict[str, str] | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
         self.name = name
         self.port = free_port()
@@ -655,9 +658,11 @@ class Server:
             policy_path.write_text(policy)
             env["FLEX_BRIDGE_POLICY"] = str(policy_path)
         env.update(extra_env or {})
-        command = [sys.executable, "-m", module, *args, "--host", "127.0.0.1"]
-        command += ["--port", str(self.port)]
-        self.proc = Proc(name, command, env, ROOT, workdir / f"{name}.log")
+        # ``command`` (another runtime's server, e.g. the Node peer) replaces the Python module;
+        # either way it is told ``--host`` and ``--port``.
+        argv = [*command] if command else [sys.executable, "-m", module, *args]
+        argv += ["--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = Proc(name, argv, env, ROOT, workdir / f"{name}.log")
         self.callbacks = Callbacks(name, self.url, state["auth_token"])
 
     async def start(self, session: aiohttp.ClientSession) -> None:
@@ -687,6 +692,36 @@ def bridge(
 
 def baseline(workdir: Path, emulator: Emulator) -> Server:
     return Server("baseline", "bench.baseline", workdir, emulator, args=())
+
+
+NODE_PEER = ROOT / "bench" / "peers" / "node"
+
+
+def node_peer_ready(say: Callable[[str], None]) -> str | None:
+    """Install the Node peer's packages from its lockfile if they are missing (``npm ci``);
+    None when it can run, else why not (no ``node``/``npm`` here, or the install failed)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return "node and npm are not installed"
+    if not (NODE_PEER / "node_modules" / "twilio").is_dir():
+        say(f"  installing the Node peer's packages (npm ci in {NODE_PEER.relative_to(ROOT)})")
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=NODE_PEER,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            return f"npm ci failed: {(done.stderr or done.stdout).strip()[-500:]}"
+    return None
+
+
+def node_peer(workdir: Path, emulator: Emulator) -> Server:
+    """The Node peer: Express and the official ``twilio`` npm package, inline (``server.js``)."""
+    command = [shutil.which("node") or "node", str(NODE_PEER / "server.js")]
+    return Server(
+        "node", "", workdir, emulator, command=command, extra_env={"NODE_ENV": "production"}
+    )
 
 
 # ----------------------------------------------------- any journal, through its own interface

@@ -34,6 +34,8 @@ import aiohttp
 from aiohttp import web
 from twilio.base.exceptions import TwilioRestException
 
+from bench.cpu import CpuScenario
+from bench.cpu import table_lines as cpu_table_lines
 from bench.harness import (
     ACCEPT_ALL,
     JSON,
@@ -70,8 +72,11 @@ from flex_bridge.errors import ConfigError
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 DEFER_ALL = '[[assignment.rules]]\nname = "all"\nop = "defer"\n'
 STRICT_ACCEPT_ALL = '[sync]\nmode = "strict"\n\n' + ACCEPT_ALL
-SCENARIOS = ("ack", "accept_e2e", "rate_limited", "recovery", "memory", "instances")
+SCENARIOS = ("ack", "accept_e2e", "rate_limited", "recovery", "cpu", "memory", "instances")
 STANDALONE = ("instances",)  # scenarios with processes of their own: no shared setup needed
+# Scenarios that need no shared warm-up (a minute, most of it Sync's 20 map creations a
+# second): memory uses synthetic workers; cpu warms each system on its own workers.
+OWN_WARM_UP = ("instances", "memory", "cpu")
 REPLY_BUDGET = 3.5  # the bridge answers a callback within this; see flex_bridge.web.webhooks
 
 
@@ -92,6 +97,11 @@ class Config:
     recovery_k: int = 1000
     memory_n: int = 10_000
     memory_concurrency: int = 100
+    cpu_warmup: int = 40
+    cpu_n: int = 500  # measured callbacks per round, open loop at cpu_rate: bench/cpu.py
+    cpu_rate: float = 50.0  # callbacks/s: a rate the bridge, the baseline and the Node peer sustain
+    cpu_rounds: int = 2  # per system, in alternating order; the median counts
+    profile_dir: str = ""  # --profile: py-spy and strace rounds of the bridge, written here
     settle_bound: float = 120.0  # seconds to wait for "all quiet" before counting the lost
     budget: float = 540.0  # the whole run; a scenario that would start past it is skipped
 
@@ -110,6 +120,9 @@ class Config:
             burst_concurrency=50,
             recovery_k=200,
             memory_n=1000,
+            cpu_warmup=10,
+            cpu_n=100,
+            cpu_rounds=1,
             settle_bound=60.0,
         )
 
@@ -528,6 +541,10 @@ class Bench:
             **checks,
         }
 
+    async def cpu(self) -> JSON:
+        """CPU per accepted reservation: bridge, baseline, Node peer, emulator (bench/cpu.py)."""
+        return await CpuScenario(self).run()
+
     async def crashed_journal(self, path: Path, offers: Sequence[Offer]) -> None:
         """The journal as a crash after the announce leaves it: every intent ``announced``
         (its pending item is on the worker's map), no REST attempt made yet."""
@@ -841,7 +858,8 @@ class Bench:
     async def run(self, only: Sequence[str] = SCENARIOS) -> None:
         if any(name in only for name in SCENARIOS if name not in STANDALONE):
             await self.setup()
-            await self.scenario("warm_up", self.warm_up)
+            if any(name in only for name in SCENARIOS if name not in OWN_WARM_UP):
+                await self.scenario("warm_up", self.warm_up)
         for name in SCENARIOS:
             if name in only:
                 await self.scenario(name, getattr(self, name))
@@ -1017,6 +1035,9 @@ def table(results: JSON) -> str:
             f"  callbacks answered: {split}; lost {inst['lost_intents']}, "
             f"doubled {inst['double_accepts']}, unsettled {inst['unsettled']}"
         )
+    cpu = results.get("cpu", {})
+    if "bridge_ms_per_accept" in cpu:
+        lines += cpu_table_lines(cpu)
     mem = results.get("memory", {})
     if "in_flight" in mem:
         lines.append(
@@ -1046,6 +1067,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     parser.add_argument("--keep", action="store_true", help="keep the logs and journals")
     parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="after the cpu scenario's rounds, profile the bridge and the emulator (py-spy) "
+        "and count the bridge's syscalls (strace) in two more rounds; files go to DIR",
+    )
+    parser.add_argument(
         "--only",
         default=",".join(SCENARIOS),
         help=f"comma-separated scenarios to run (default: all of {','.join(SCENARIOS)})",
@@ -1058,6 +1086,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = Config.quick() if args.quick else Config()
     if args.latency_ms is not None:
         config = Config(**{**asdict(config), "latency_ms": args.latency_ms})
+    if args.profile is not None:
+        config = Config(**{**asdict(config), "profile_dir": str(args.profile.resolve())})
     out: Path = args.out.resolve()
 
     workdir = Path(tempfile.mkdtemp(prefix="flex-bridge-bench-"))
@@ -1069,6 +1099,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "accept_e2e": bench.results.get("accept_e2e", {}),
         "rate_limited": bench.results.get("rate_limited", {}),
         "recovery": bench.results.get("recovery", {}),
+        "cpu": bench.results.get("cpu", {}),
         "memory": bench.results.get("memory", {}),
         "instances": bench.results.get("instances", {}),
         "warm_up": bench.results.get("warm_up", {}),
