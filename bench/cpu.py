@@ -28,6 +28,11 @@ Isolation:
   systems' reservations. ``sweep_log_lines`` says whether a sweep logged inside a round.
 - Each system is first warmed on the scenario's workers with Sync's rate limits off (``warm``).
 
+Servers and event loops: every process gets ``FLEX_BRIDGE_SERVER`` and ``FLEX_BRIDGE_LOOP``
+from the bench's environment (``bench.harness.PASSED_ON``). ``BENCH_CPU_BRIDGES`` (such as
+``hypercorn/asyncio,uvicorn/uvloop``) adds one more bridge per pair, measured in its own
+rounds like the others (system ``bridge[hypercorn+asyncio]``), to compare them in one run.
+
 With ``--profile DIR`` two more bridge rounds follow, their figures kept apart (profiling
 costs CPU): one under py-spy on the bridge and on the emulator (``record --nonblocking
 --format raw``, with ``--gil`` and without), one under ``strace -c -f`` on the bridge, for its
@@ -77,6 +82,15 @@ TAIL = 0.5  # seconds counted after the system is done: work that trails the las
 CPU_POLICY = ACCEPT_ALL + "\n[reconcile]\ninterval = 86400.0\n"
 PY_SPY_RATE = 500  # samples/s (best effort: py-spy shares a core with the emulator)
 STRACE_CALLS = "fsync,fdatasync,pwrite64,pread64,write,sendto,recvfrom,epoll_wait,futex"
+
+
+def bridge_variants(spec: str) -> list[tuple[str, str]]:
+    """``BENCH_CPU_BRIDGES``: comma-separated ``server/loop`` pairs."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        server, _, loop = item.partition("/")
+        pairs.append((server, loop or "asyncio"))
+    return pairs
 
 
 # ------------------------------------------------------------------------- /proc readings
@@ -265,10 +279,17 @@ class CpuScenario:
         # A bridge of its own: production defaults, but no reconcile sweep (CPU_POLICY).
         self.bridge = bridge("bridge-cpu", b.workdir, b.emulator, policy=CPU_POLICY)
         self.systems["bridge"] = self.bridge
+        variants = bridge_variants(os.environ.get("BENCH_CPU_BRIDGES", ""))
+        for server, loop in variants:
+            env = {"FLEX_BRIDGE_SERVER": server, "FLEX_BRIDGE_LOOP": loop}
+            name = f"bridge-cpu-{server}-{loop}"
+            self.systems[f"bridge[{server}+{loop}]"] = bridge(
+                name, b.workdir, b.emulator, policy=CPU_POLICY, extra_env=env
+            )
         assert b.baseline is not None
         self.systems["baseline"] = b.baseline
         why_not = await asyncio.to_thread(node_peer_ready, b.say)
-        started = [self.bridge]
+        started = [self.bridge, *(s for n, s in self.systems.items() if n.startswith("bridge["))]
         if why_not is None:
             self.systems["node"] = node_peer(b.workdir, b.emulator)
             started.append(self.systems["node"])
@@ -532,6 +553,10 @@ class CpuScenario:
                 name: median(name, "emulator_ms_per_accept") for name in rounds
             },
             "emulator_ms_per_request": median("bridge", "emulator_ms_per_request"),
+            "emulator_ms_per_request_by_system": {
+                name: median(name, "emulator_ms_per_request") for name in rounds
+            },
+            "ms_per_accept_by_system": {name: median(name, "ms_per_accept") for name in rounds},
             "ratio_baseline_over_bridge": round(bl / br, 2) if br and bl else None,
             "ratio_node_over_bridge": round(nd / br, 2) if br and nd else None,
             # The bridge's, over every round it ran here (profiled ones too).

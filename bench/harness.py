@@ -150,8 +150,17 @@ async def wait_http(
     raise BenchError(f"{proc.name} did not answer {url} within {timeout:.0f} s:\n{proc.tail()}")
 
 
+# Passed on to every process the bench starts: the HTTP server and the event loop under test
+# (flex_bridge/serving.py), e.g. ``FLEX_BRIDGE_SERVER=hypercorn python -m bench.run``.
+PASSED_ON = ("FLEX_BRIDGE_SERVER", "FLEX_BRIDGE_LOOP")
+
+
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "FLEX_BRIDGE_"))}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k in PASSED_ON or not k.startswith(("TWILIO_", "FLEX_BRIDGE_"))
+    }
 
 
 # ------------------------------------------------------------------------------- emulator

@@ -67,6 +67,9 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("requests / urllib3 client", ("/requests/", "/urllib3/", "/http/client.py")),
     ("hypercorn + h11 (HTTP server)", ("/hypercorn/", "/h11/", "/h2/", "/wsproto/", "/priority/")),
+    # uvloop and httptools are compiled: py-spy charges their time to the Python frame that
+    # called them (``Runner.run`` for the loop itself), so this is uvicorn's Python part only.
+    ("uvicorn (HTTP server)", ("/uvicorn/", "/httptools/", "/uvloop/")),
     (
         "quart + werkzeug (app, routing)",
         ("/quart/", "/werkzeug/", "/quart_cors/", "/flask/", "/blinker/", "/jinja2/"),

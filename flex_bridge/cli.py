@@ -18,6 +18,7 @@ from flex_bridge.errors import ConfigError
 
 if TYPE_CHECKING:
     from flex_bridge.app.services import ServicesFactory
+    from flex_bridge.emulator.settings import EmulatorSettings
     from flex_bridge.settings import Settings
 
 
@@ -34,6 +35,15 @@ def _server_parser(
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=port)
     return p
+
+
+def _emulator_serving(args: argparse.Namespace, settings: EmulatorSettings) -> tuple[str, str]:
+    """The emulator's server and event loop: its flags, else its environment."""
+    from flex_bridge.serving import loop_setting, server_setting
+
+    server = settings.server if args.server is None else server_setting("--server", args.server)
+    loop = settings.loop if args.loop is None else loop_setting("--loop", args.loop)
+    return server, loop
 
 
 def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,6 +79,15 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="retry failed event callbacks (Twilio documents no retry; off by default)",
     )
     p.add_argument("--fault-seed", type=int, default=0, help="seed of the fault injector")
+    # Checked by serving.server_setting / loop_setting: a one-line error, as for the bridge.
+    p.add_argument(
+        "--server",
+        help="the HTTP server, uvicorn or hypercorn (default: FLEX_BRIDGE_SERVER, else uvicorn)",
+    )
+    p.add_argument(
+        "--loop",
+        help="the event loop, uvloop or asyncio (default: FLEX_BRIDGE_LOOP, else uvloop)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "serve",
         port=8000,
-        help="run the bridge (behind Hypercorn)",
+        help="run the bridge (behind uvicorn or Hypercorn: FLEX_BRIDGE_SERVER)",
         description="Run the bridge. Settings come from the environment (see README).",
     )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
@@ -111,14 +130,12 @@ def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
         gc.freeze()
 
 
-async def run_emulator(args: argparse.Namespace) -> int:
+async def run_emulator(args: argparse.Namespace, settings: EmulatorSettings, server: str) -> int:
     from flex_bridge.emulator.app import create_emulator_app
     from flex_bridge.emulator.core import Emulator
     from flex_bridge.emulator.seed import SeedOptions, seed
-    from flex_bridge.emulator.settings import EmulatorSettings
     from flex_bridge.serving import base_url, bind, serve_app
 
-    settings = EmulatorSettings.from_env()
     emu = Emulator(
         settings.config(
             sync_rate_limit=not args.no_sync_rate_limit,
@@ -176,15 +193,13 @@ async def run_emulator(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, shutdown.set)
-    await serve_app(create_emulator_app(emu), sock, shutdown)
+    await serve_app(create_emulator_app(emu), sock, shutdown, server)
     return 0
 
 
-async def run_serve(args: argparse.Namespace) -> int:
+async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from flex_bridge import logs
-    from flex_bridge.settings import Settings
 
-    settings = Settings.from_env()
     logs.configure(args.log_level)
     return await serve_bridge(settings, args.host, args.port)
 
@@ -213,7 +228,7 @@ async def serve_bridge(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, shutdown.set)
-    await serve_app(app, sock, shutdown)
+    await serve_app(app, sock, shutdown, settings.server)
     return 0
 
 
@@ -221,11 +236,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
-            return asyncio.run(run_serve(args))
+            from flex_bridge.serving import run
+            from flex_bridge.settings import Settings
+
+            settings = Settings.from_env()  # before the loop: it names the loop
+            return run(run_serve(args, settings), settings.loop)
         if args.command == "emulator":
-            return asyncio.run(run_emulator(args))
+            from flex_bridge.emulator.settings import EmulatorSettings
+            from flex_bridge.serving import run
+
+            emulator_settings = EmulatorSettings.from_env()
+            server, loop = _emulator_serving(args, emulator_settings)
+            return run(run_emulator(args, emulator_settings, server), loop)
         if args.command == "demo":
             from flex_bridge.demo import DemoOptions, run_demo
+            from flex_bridge.serving import run
 
             if not 1 <= args.agents <= 6:
                 raise ConfigError("--agents must be between 1 and 6")
@@ -240,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 quiet=args.quiet,
                 instances=args.instances,
             )
-            return asyncio.run(run_demo(options))
+            return run(run_demo(options))
     except ConfigError as exc:
         print(f"flex-bridge: configuration error: {exc}", file=sys.stderr)
         return 2

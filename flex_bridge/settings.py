@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from flex_bridge.adapters.journal import journal_setting
 from flex_bridge.domain.policy import Policy, PolicyError, parse_policy
 from flex_bridge.errors import ConfigError
+from flex_bridge.serving import DEFAULT_LOOP, DEFAULT_SERVER, loop_setting, server_setting
 
 _SID_RE = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
 
@@ -115,6 +116,9 @@ class Settings:
     webhook_secrets: tuple[str, ...] = ()
     # Lease owner of this instance (rule 9); `serve` makes one from host and port when unset.
     instance_id: str | None = None
+    # The HTTP server and the event loop `serve` runs on (flex_bridge/serving.py).
+    server: str = DEFAULT_SERVER
+    loop: str = DEFAULT_LOOP
 
     @property
     def rest_auth(self) -> tuple[str, str]:
@@ -152,4 +156,6 @@ class Settings:
             cors_origins=_origins(env, "FLEX_BRIDGE_CORS_ORIGINS"),
             webhook_secrets=_secrets(env, "FLEX_BRIDGE_WEBHOOK_SECRET"),
             instance_id=env.get("FLEX_BRIDGE_INSTANCE_ID", "").strip() or None,
+            server=server_setting("FLEX_BRIDGE_SERVER", env.get("FLEX_BRIDGE_SERVER")),
+            loop=loop_setting("FLEX_BRIDGE_LOOP", env.get("FLEX_BRIDGE_LOOP")),
         )

@@ -38,7 +38,9 @@ class _QuietLostResponses(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], ResponseLost))
 
 
-logging.getLogger("hypercorn.error").addFilter(_QuietLostResponses())
+# Either server (flex_bridge/serving.py) logs the exception that dropped the connection.
+for _server_log in ("hypercorn.error", "uvicorn.error"):
+    logging.getLogger(_server_log).addFilter(_QuietLostResponses())
 
 
 async def http_error(exc: HTTPException) -> Response:

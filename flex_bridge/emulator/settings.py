@@ -1,4 +1,5 @@
-"""The emulator's settings from the environment: the credentials it accepts."""
+"""The emulator's settings from the environment: the credentials it accepts, the server and
+the event loop it runs on."""
 
 from __future__ import annotations
 
@@ -14,15 +15,20 @@ from flex_bridge.emulator.core import (
     EmulatorConfig,
 )
 from flex_bridge.errors import ConfigError
+from flex_bridge.serving import DEFAULT_LOOP, DEFAULT_SERVER, loop_setting, server_setting
 
 
 @dataclass(frozen=True, slots=True)
 class EmulatorSettings:
-    """What the emulator takes from the environment: the credentials it accepts."""
+    """What the emulator takes from the environment: the credentials it accepts, and the
+    server and event loop (``FLEX_BRIDGE_SERVER``, ``FLEX_BRIDGE_LOOP``, as for the bridge;
+    ``flex-bridge emulator --server/--loop`` override them)."""
 
     account_sid: str = DEFAULT_ACCOUNT_SID
     auth_token: str = DEFAULT_AUTH_TOKEN
     api_keys: dict[str, str] = field(default_factory=lambda: {DEFAULT_API_KEY: DEFAULT_API_SECRET})
+    server: str = DEFAULT_SERVER
+    loop: str = DEFAULT_LOOP
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EmulatorSettings:
@@ -41,7 +47,13 @@ class EmulatorSettings:
             raise ConfigError("TWILIO_API_KEY and TWILIO_API_SECRET must be set together")
         if key and secret:
             api_keys = {key: secret}
-        return cls(account_sid, auth_token, api_keys)
+        return cls(
+            account_sid,
+            auth_token,
+            api_keys,
+            server=server_setting("FLEX_BRIDGE_SERVER", env.get("FLEX_BRIDGE_SERVER")),
+            loop=loop_setting("FLEX_BRIDGE_LOOP", env.get("FLEX_BRIDGE_LOOP")),
+        )
 
     def config(self, **overrides: object) -> EmulatorConfig:
         return EmulatorConfig(

@@ -6,10 +6,26 @@ from typing import Any
 import pytest
 
 from tests.e2e.env import Env
-from tests.support.bridge import RunningBridge
+from tests.support.bridge import RunningBridge, wait_until
 from tests.support.emulator import RunningEmulator
 
 OpenEnv = Callable[..., Awaitable[Env]]
+
+
+async def _startup_listing(env: Env) -> None:
+    """Wait until the bridge's start-up adoption has listed the reserved tasks, when its policy
+    adopts any. It runs beside the first requests: a task the test creates before that
+    listing would be adopted (and maybe accepted) at start-up, unlike what the test meant."""
+    settings = env.bridge.settings
+    assert settings is not None
+    if all(rule.op == "defer" for rule in settings.policy.rules):
+        return
+    tasks = f"/v1/Workspaces/{env.state.workspace_sid}/Tasks"
+
+    async def listed() -> bool:
+        return any(e.get("method") == "GET" and e.get("path") == tasks for e in await env.rest())
+
+    await wait_until(listed)
 
 
 @pytest.fixture
@@ -23,10 +39,11 @@ async def open_env(
         bridge, emulator = start_bridge(**kwargs)
         env = Env(bridge, emulator)
         opened.append(env)
-        # The socket listens before the app's before_serving has run; Hypercorn serves the
+        # The socket listens before the app's before_serving has run; the server serves the
         # first request only once it has, so one answered request means the bridge is ready.
         status, body, _ = await env.request("GET", "/healthz")
         assert status == 200, body
+        await _startup_listing(env)
         return env
 
     yield open_

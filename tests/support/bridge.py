@@ -43,6 +43,8 @@ class RunningBridge:
 
     def start(self, settings: Settings) -> RunningBridge:
         self.settings = settings
+        # Served as `flex-bridge serve` would serve these settings.
+        self.server.server, self.server.loop_name = settings.server, settings.loop
         self.server.start()
         return self
 

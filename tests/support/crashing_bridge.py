@@ -26,6 +26,7 @@ from flex_bridge.app.metrics import Metrics
 from flex_bridge.app.services import Services, open_services
 from flex_bridge.cli import serve_bridge
 from flex_bridge.domain.intents import Intent
+from flex_bridge.serving import run
 from flex_bridge.settings import Settings
 
 STEPS = ("recorded", "announced", "applied")
@@ -101,7 +102,8 @@ def main() -> int:
         return svc
 
     logs.configure("INFO")
-    return asyncio.run(serve_bridge(Settings.from_env(), args.host, args.port, services))
+    settings = Settings.from_env()
+    return run(serve_bridge(settings, args.host, args.port, services), settings.loop)
 
 
 if __name__ == "__main__":

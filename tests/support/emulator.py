@@ -19,6 +19,7 @@ from flex_bridge.emulator.app import create_emulator_app
 from flex_bridge.emulator.core import Emulator, EmulatorConfig
 from flex_bridge.emulator.seed import SeedOptions, SeedState, seed
 from flex_bridge.errors import UpstreamError
+from flex_bridge.serving import DEFAULT_LOOP, DEFAULT_SERVER
 from tests.support.threaded import ThreadedServer
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "twilio-oai"
@@ -34,7 +35,15 @@ def spec_path(name: str) -> Path:
 class RunningEmulator:
     """An emulator served in its own thread; use ``call`` to touch its state safely."""
 
-    def __init__(self, config: EmulatorConfig, options: SeedOptions | None) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        options: SeedOptions | None,
+        *,
+        server: str = DEFAULT_SERVER,
+        loop: str = DEFAULT_LOOP,
+    ) -> None:
+        """``server`` and ``loop``: what it is served on (``flex_bridge.serving``)."""
         self.config = config
         self.emu: Emulator | None = None
         self.state: SeedState | None = None
@@ -46,7 +55,7 @@ class RunningEmulator:
                 self.state = seed(self.emu, options)
             return create_emulator_app(self.emu)
 
-        self.server = ThreadedServer(factory)
+        self.server = ThreadedServer(factory, server=server, loop=loop)
         self.url = self.server.url
 
     def start(self) -> RunningEmulator:

@@ -1,4 +1,5 @@
-"""A Quart app served by Hypercorn on its own event loop in a daemon thread (tests only)."""
+"""A Quart app served on its own event loop in a daemon thread (tests only): by default on the
+server and loop that ``flex-bridge serve`` and ``flex-bridge emulator`` default to."""
 
 from __future__ import annotations
 
@@ -8,17 +9,29 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from flex_bridge.serving import base_url, bind, serve_app
+from flex_bridge.serving import DEFAULT_LOOP, DEFAULT_SERVER, base_url, bind, run, serve_app
 
 
 class ThreadedServer:
     """Serve an app built by ``factory`` on its own event loop in a daemon thread.
 
     The factory runs inside that thread's loop, so everything the app creates belongs to it.
+    ``server`` and ``loop`` name the server and the event loop (``flex_bridge.serving``); they
+    may be changed until ``start``.
     """
 
-    def __init__(self, factory: Callable[[], Any], host: str = "127.0.0.1", port: int = 0):
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        server: str = DEFAULT_SERVER,
+        loop: str = DEFAULT_LOOP,
+    ):
         self.factory = factory
+        self.server = server
+        self.loop_name = loop
         self.sock = bind(host, port)
         self.url = base_url(self.sock)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -34,7 +47,9 @@ class ThreadedServer:
             self._shutdown = asyncio.Event()
             try:
                 self.app = self.factory()
-                server = asyncio.create_task(serve_app(self.app, self.sock, self._shutdown))
+                server = asyncio.create_task(
+                    serve_app(self.app, self.sock, self._shutdown, self.server)
+                )
             except BaseException as exc:  # reported to the starting thread
                 self._error = exc
                 self._ready.set()
@@ -42,7 +57,7 @@ class ThreadedServer:
             self._ready.set()
             await server
 
-        asyncio.run(main())
+        run(main(), self.loop_name)
 
     def start(self, timeout: float = 10.0) -> ThreadedServer:
         self._thread.start()
@@ -67,7 +82,7 @@ class ThreadedServer:
         if self.loop is not None and self._shutdown is not None:
             self.loop.call_soon_threadsafe(self._shutdown.set)
         self._thread.join(timeout)
-        with contextlib.suppress(OSError):  # Hypercorn may have closed it already
+        with contextlib.suppress(OSError):  # the server may have closed it already
             self.sock.close()
 
     def __enter__(self) -> ThreadedServer:

@@ -5,8 +5,10 @@
 - ``SqliteJournal`` (``sqlite.py``): one file, one process; the embedded default.
 - ``PostgresJournal`` (``postgres.py``): one database, several instances.
 
-Every method is one atomic operation (one transaction), so two requests, two tasks or two
-instances can never both claim one reservation or both move one intent. ``open_journal``
+Every method is one atomic operation (a transaction of its own on PostgreSQL; on SQLite a
+savepoint inside a group commit, which answers nobody before its COMMIT returned), so two
+requests, two tasks or two instances can never both claim one reservation or both move one
+intent. ``open_journal``
 picks the implementation from ``FLEX_BRIDGE_JOURNAL``.
 """
 

@@ -1,21 +1,25 @@
 """The SQLite journal: one file, one process.
 
-The standard ``sqlite3`` module, driven from one thread of its own. Every method is one
-atomic operation (one function run whole in that thread; ``BEGIN IMMEDIATE`` where it takes
-several statements), so two requests or two tasks can never both claim one reservation or
-both move one intent.
+The standard ``sqlite3`` module, driven from one thread of its own, the writer. Every method
+is one atomic operation (one function run whole in that thread), so two requests or two
+tasks can never both claim one reservation or both move one intent.
 
-Durability: WAL mode with ``synchronous=FULL``; ``submit`` returns only after the intent is
-on disk, so nothing is acknowledged that a crash could lose.
+Group commit: the event loop puts each operation on the writer's queue (no executor, no
+lock). The writer takes every operation waiting (it blocks for the first, then drains the
+queue), runs them in the order they were asked for in one ``BEGIN IMMEDIATE`` transaction
+(the file's write lock, taken before the first read: atomic even against another connection
+to the file), each in a ``SAVEPOINT`` of its own (a failing operation rolls back only itself
+and gets its own exception), commits once, and only then answers the whole batch with one
+wake-up of the event loop: a burst costs one transaction and one ``fdatasync``.
 
-Every operation that reads before it writes runs under ``BEGIN IMMEDIATE`` (the file's write
-lock, taken before the first read), so it stays atomic even against another connection to
-the file (a read-only inspector, an operator's ``sqlite3`` shell), not only within this one.
+Durability: WAL mode with ``synchronous=FULL``; an operation is answered only after the
+``COMMIT`` that holds its write returned, so nothing is acknowledged that a crash could lose.
+A batch of reads only runs outside any transaction.
 
-Health: ``ping`` writes the one-row ``health`` table, waiting at most ``ping_timeout`` for the
-write lock, and first checks that the file at ``path`` is still the one opened (a journal
-deleted or replaced while open goes on "working" on the orphaned inode, and loses
-everything at the next restart) and still writable.
+Health: ``ping`` writes the one-row ``health`` table in a transaction of its own (never
+batched), waiting at most ``ping_timeout`` for the write lock, and first checks that the file
+at ``path`` is still the one opened (a journal deleted or replaced while open goes on
+"working" on the orphaned inode, and loses everything at the next restart) and writable.
 
 One process: a journal holds an exclusive ``flock`` on ``<path>.lock`` while it is open, so a
 second flex-bridge on the same file stops at start-up (several instances share a PostgreSQL
@@ -27,14 +31,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
+import queue
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from flex_bridge.adapters.journal.base import (
     COLUMNS,
@@ -123,31 +129,53 @@ CREATE TABLE IF NOT EXISTS health (
 );
 """
 
-BUSY_TIMEOUT_MS = 5000  # how long an operation waits for another connection's write lock
+BUSY_TIMEOUT_MS = 5000  # how long a transaction waits for another connection's write lock
 # How long ``ping`` waits for its answer beyond ``ping_timeout`` (the lock wait): queued behind
 # other operations, or a disk that does not complete the write.
 PING_SLACK = 5.0
+# The most operations one transaction takes: a burst longer than this is committed in parts.
+MAX_BATCH = 256
+
+# How an operation runs: a read (no savepoint), a write (in the batch's transaction, in a
+# savepoint of its own), or alone (``ping``: outside any batch, its own transaction).
+READ: Final = 0
+WRITE: Final = 1
+ALONE: Final = 2
+
+# One queued operation: its function, the caller's future, and how it runs. ``None`` as the
+# function: the journal is closing (after everything queued before it).
+_Op = tuple[Callable[[sqlite3.Connection], Any] | None, "asyncio.Future[Any]", int]
+# One answer: the future, and its exception or its value.
+_Answer = tuple["asyncio.Future[Any]", BaseException | None, Any]
 
 
 class SqliteJournal:
     """The journal in one SQLite file (or ``:memory:``), for one process.
 
-    One connection, owned by one thread: every operation is one function run in that
-    thread, whole (a single hop from the event loop, however many statements it takes). The
-    thread runs operations one at a time, in the order they were asked for, so each one is
-    atomic (``BEGIN IMMEDIATE`` where it takes several statements). An operation whose caller
-    is cancelled before the thread started it never runs; one already started runs to its end
-    (commit or rollback), so a cancelled caller never leaves a transaction open.
+    One connection, owned by one thread, the writer: every operation is one function run in
+    that thread, whole. The writer runs operations in the order they were asked for, in
+    batches (everything queued when it is free), one transaction per batch, each operation in
+    a savepoint of its own: each one is atomic, and one that fails leaves the others of its
+    batch as they were. Every answer waits for its batch's commit.
+
+    A caller cancelled while its operation waits in the queue: the operation is skipped if
+    the writer has not taken its batch yet, and run (whole, committed with its batch) if it
+    has; either way no transaction is left open. ``close`` runs whatever was queued before
+    it, then closes.
 
     ``open`` takes an exclusive ``flock`` on ``<path>.lock`` (held until ``close``): a second
     journal on the same file, in this process or another, is refused with ``JournalError``.
     ``read_only=True`` takes no lock, opens the file read-only and creates nothing: for
     reading the journal of a running bridge (WAL lets a reader in beside the writer); its
-    ``ping`` checks the file and reads.
+    operations run one by one, outside any transaction, and its ``ping`` checks the file and
+    reads.
 
     ``ping_timeout`` bounds how long ``ping`` waits for the write lock before it reports the
-    journal locked.
+    journal locked. ``commits`` counts the write transactions committed (batches).
     """
+
+    # Called in the writer thread just before each batch's COMMIT (tests: hold a batch there).
+    _before_commit: Callable[[], None] | None = None
 
     def __init__(
         self,
@@ -161,8 +189,8 @@ class SqliteJournal:
         self.clock = clock
         self.read_only = read_only
         self.ping_timeout = ping_timeout
-        self._db: sqlite3.Connection | None = None
-        self._thread: ThreadPoolExecutor | None = None
+        self.commits = 0
+        self._queue: queue.SimpleQueue[_Op] | None = None  # None: not open
         self._lock: int | None = None
         self._file: _File | None = None  # the file opened, for ping (None: ``:memory:``)
 
@@ -173,73 +201,181 @@ class SqliteJournal:
             return None
         return f"{self.path}.lock"
 
-    async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        db, thread = self._db, self._thread
-        if db is None or thread is None:
-            raise JournalError("the journal is not open")
+    async def _run(self, operation: Callable[[sqlite3.Connection], T], kind: int = WRITE) -> T:
+        ops = self._queue
+        if ops is None:
+            raise _closed()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        ops.put((operation, future, kind))
         try:
-            return await asyncio.get_running_loop().run_in_executor(thread, operation, db)
+            return await future
         except sqlite3.Error as exc:  # locked, read-only, deleted, full, corrupt ...
             raise JournalError(f"the journal at {self.path} failed: {exc}") from exc
 
+    async def _read(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(operation, READ)
+
     async def open(self) -> None:
-        if self._db is not None:
+        if self._queue is not None:
             raise JournalError(f"the journal at {self.path} is open already")
-        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flex-bridge-journal")
-
-        def connect() -> sqlite3.Connection:
-            if self.read_only:
-                uri = f"{Path(self.path).absolute().as_uri()}?mode=ro"
-                db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                self._file = _File.of(self.path)
-                return db
-            if self.path not in ("", ":memory:"):
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._lock = _lock(self.lock_path, self.path)
-            try:
-                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            except BaseException:
-                self._unlock()
-                raise
-            try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                db.executescript(SCHEMA)
-                if self.path not in ("", ":memory:"):
-                    self._file = _File.of(self.path)
-            except BaseException:
-                db.close()
-                self._unlock()
-                raise
-            return db
-
+        ops: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        thread = threading.Thread(
+            target=self._main, args=(ops, ready), name="flex-bridge-journal", daemon=True
+        )
+        thread.start()
         try:
-            self._db = await asyncio.get_running_loop().run_in_executor(thread, connect)
+            await ready
         except (sqlite3.Error, OSError) as exc:
-            thread.shutdown(wait=False)
             raise JournalError(f"cannot open the journal at {self.path}: {exc}") from exc
-        except JournalError:
-            thread.shutdown(wait=False)
+        except asyncio.CancelledError:
+            ops.put((None, asyncio.get_running_loop().create_future(), ALONE))  # close it
             raise
-        self._thread = thread
+        self._queue = ops
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            uri = f"{Path(self.path).absolute().as_uri()}?mode=ro"
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._file = _File.of(self.path)
+            return db
+        if self.path not in ("", ":memory:"):
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.lock_path, self.path)
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except BaseException:
+            self._unlock()
+            raise
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            db.executescript(SCHEMA)
+            if self.path not in ("", ":memory:"):
+                self._file = _File.of(self.path)
+        except BaseException:
+            db.close()
+            self._unlock()
+            raise
+        return db
 
     async def close(self) -> None:
-        db, thread = self._db, self._thread
-        self._db = self._thread = None
-        if db is not None and thread is not None:
-            try:
-                await asyncio.get_running_loop().run_in_executor(thread, db.close)
-            finally:
-                thread.shutdown(wait=False)
-                self._unlock()
+        ops, self._queue = self._queue, None
+        if ops is not None:
+            closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            ops.put((None, closed, ALONE))
+            # Shielded: a cancelled close still closes (the writer does it, then unlocks).
+            await asyncio.shield(closed)
 
     def _unlock(self) -> None:
         lock, self._lock = self._lock, None
         if lock is not None:
             os.close(lock)  # closing the descriptor releases its flock
 
+    # ------------------------------------------------------------------------ the writer
+    def _main(self, ops: queue.SimpleQueue[_Op], ready: asyncio.Future[None]) -> None:
+        """The writer thread: connect, then serve batches until the closing mark."""
+        try:
+            db = self._connect()
+        except BaseException as exc:
+            _answer([(ready, exc, None)])
+            return
+        _answer([(ready, None, None)])
+        closing: asyncio.Future[Any] | None = None
+        try:
+            while closing is None:
+                batch, closing = _take(ops)
+                try:
+                    answers = self._execute(db, batch)
+                except Exception as exc:  # a bug, or a test's hook: never leave callers waiting
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            db.execute("ROLLBACK")
+                    answers = [(op[1], exc, None) for op in batch]
+                _answer(answers)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+            self._unlock()
+            last: list[_Answer] = [] if closing is None else [(closing, None, None)]
+            while not ops.empty():  # asked for after the closing mark: never run
+                op = ops.get()
+                last.append((op[1], _closed() if op[0] else None, None))
+            _answer(last)
+
+    def _execute(self, db: sqlite3.Connection, batch: list[_Op]) -> list[_Answer]:
+        """Run ``batch`` in order; the answers, every write among them committed."""
+        answers: list[_Answer] = []
+        group: list[_Op] = []
+        for op in batch:
+            if op[1].cancelled():
+                continue  # its caller gave up before the writer took it: never run
+            if op[2] == ALONE or self.read_only:
+                if group:
+                    self._transaction(db, group, answers)
+                    group = []
+                answers.append(_call(db, op))
+            else:
+                group.append(op)
+        if group:
+            self._transaction(db, group, answers)
+        return answers
+
+    def _transaction(
+        self, db: sqlite3.Connection, group: list[_Op], answers: list[_Answer]
+    ) -> None:
+        """Run ``group`` in one transaction (reads only: in none), each write in a savepoint
+        of its own when there are several; add their answers once committed."""
+        if all(op[2] == READ for op in group):
+            answers.extend(_call(db, op) for op in group)
+            return
+        at = 0
+        while at < len(group):
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:  # locked past the busy timeout, read-only, ...
+                answers.extend((op[1], exc, None) for op in group[at:])
+                return
+            savepoints = len(group) - at > 1
+            done: list[_Answer] = []
+            while at < len(group):
+                op, at = group[at], at + 1
+                try:
+                    answer = _step(db, op, savepoints)
+                except sqlite3.Error as exc:  # the savepoint itself failed
+                    answer = (op[1], exc, None)
+                    if db.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            db.execute("ROLLBACK")
+                if not db.in_transaction:
+                    # Rolled back whole (an I/O error, a full disk, or the only operation
+                    # failed): whatever the transaction held is lost with it.
+                    error = answer[1] or sqlite3.OperationalError(
+                        "transaction ended by an operation"
+                    )
+                    answers.extend(_failed([*done, answer], error))
+                    done = []
+                    break
+                done.append(answer)
+            if db.in_transaction:
+                answers.extend(self._commit(db, done))
+
+    def _commit(self, db: sqlite3.Connection, done: list[_Answer]) -> list[_Answer]:
+        try:
+            if self._before_commit is not None:
+                self._before_commit()
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            return _failed(done, exc)
+        self.commits += 1
+        return done
+
+    # ------------------------------------------------------------------------ operations
     async def ping(self) -> None:
         """Check the file is the one opened and writable, then write ``health`` (a read for
         a read-only journal); ``JournalError`` saying what is wrong otherwise."""
@@ -270,7 +406,7 @@ class SqliteJournal:
                 db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
         try:
-            await asyncio.wait_for(self._run(operation), bound + PING_SLACK)
+            await asyncio.wait_for(self._run(operation, ALONE), bound + PING_SLACK)
         except TimeoutError:
             raise JournalError(
                 f"the journal at {self.path} did not complete a write within "
@@ -278,10 +414,10 @@ class SqliteJournal:
             ) from None
 
     async def get(self, intent_id: str) -> Intent | None:
-        return await self._run(lambda db: _get(db, intent_id))
+        return await self._read(lambda db: _get(db, intent_id))
 
     async def latest_for_reservation(self, reservation_sid: str) -> Intent | None:
-        return await self._run(
+        return await self._read(
             lambda db: _one(
                 db,
                 f"SELECT {COLUMNS} FROM intents WHERE reservation_sid = ? "
@@ -301,12 +437,15 @@ class SqliteJournal:
         fence: int | None = None,
         **changes: Any,
     ) -> Intent | None:
-        allowed = tuple(expected)
-        now = self.clock()
-        return await self._run(lambda db: _transition(db, intent_id, allowed, changes, now, fence))
+        allowed, now = tuple(expected), self.clock()
+        args = [*_column_args(changes), now, intent_id, *allowed]  # TypeError: no such field
+        sql = _update_sql(tuple(changes), len(allowed), fence is not None)
+        if fence is not None:
+            args += (intent_id, fence, now)  # the lease, held with that token, unexpired
+        return await self._run(lambda db: _transition(db, sql, args))
 
     async def unsettled(self, limit: int = 1000) -> list[Intent]:
-        return await self._run(
+        return await self._read(
             lambda db: _all(
                 db,
                 f"SELECT {COLUMNS} FROM intents WHERE state != 'settled' "
@@ -316,7 +455,7 @@ class SqliteJournal:
         )
 
     async def recent(self, limit: int = 100) -> list[Intent]:
-        return await self._run(
+        return await self._read(
             lambda db: _all(
                 db, f"SELECT {COLUMNS} FROM intents ORDER BY intent_id DESC LIMIT ?", (limit,)
             )
@@ -325,7 +464,7 @@ class SqliteJournal:
     async def active_reservations(self, since: float, limit: int) -> list[Intent]:
         if limit <= 0:
             return []
-        return await self._run(lambda db: _all(db, _ACTIVE, (since, limit)))
+        return await self._read(lambda db: _all(db, _ACTIVE, (since, limit)))
 
     async def first_seen(self, key: str, ttl: float) -> bool:
         now = self.clock()
@@ -353,7 +492,7 @@ class SqliteJournal:
         return await self._run(lambda db: _record_timeout(db, task_sid, reservation_sid, now))
 
     async def count(self) -> dict[str, int]:
-        rows = await self._run(
+        rows = await self._read(
             lambda db: db.execute("SELECT state, COUNT(*) FROM intents GROUP BY state").fetchall()
         )
         return {str(state): int(n) for state, n in rows}
@@ -406,6 +545,87 @@ class SqliteJournal:
             return 0
         now = self.clock()
         return await self._run(lambda db: _prune(db, before, now, limit))
+
+
+# ------------------------------------------------------------------------------ the writer's parts
+def _take(ops: queue.SimpleQueue[_Op]) -> tuple[list[_Op], asyncio.Future[Any] | None]:
+    """The next batch: block for the first operation, then take whatever else is waiting, up
+    to ``MAX_BATCH`` or the closing mark (whose future comes second)."""
+    batch: list[_Op] = []
+    op = ops.get()
+    while op[0] is not None:
+        batch.append(op)
+        if len(batch) >= MAX_BATCH or ops.empty():
+            return batch, None
+        op = ops.get()
+    return batch, op[1]
+
+
+def _closed() -> JournalError:
+    return JournalError("the journal is not open")
+
+
+def _call(db: sqlite3.Connection, op: _Op) -> _Answer:
+    """Run one operation as it is (a read, an operation alone, a read-only journal's)."""
+    operation, future = op[0], op[1]
+    assert operation is not None
+    try:
+        return (future, None, operation(db))
+    except Exception as exc:
+        return (future, exc, None)
+
+
+def _step(db: sqlite3.Connection, op: _Op, savepoint: bool) -> _Answer:
+    """Run one operation of a batch inside its transaction; a write in a savepoint of its
+    own (``savepoint``) that a failure rolls back, alone: a failure rolls back everything."""
+    operation, future = op[0], op[1]
+    assert operation is not None
+    if op[2] == READ:
+        return _call(db, op)  # a failed read changed nothing
+    if not savepoint:
+        try:
+            return (future, None, operation(db))
+        except Exception as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            return (future, exc, None)
+    db.execute("SAVEPOINT op")
+    try:
+        value = operation(db)
+    except Exception as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK TO op")
+            db.execute("RELEASE op")
+        return (future, exc, None)
+    db.execute("RELEASE op")
+    return (future, None, value)
+
+
+def _failed(done: list[_Answer], error: BaseException | None) -> list[_Answer]:
+    """``done``, every answer not already an error turned into ``error``: its transaction
+    was not committed."""
+    return [(future, exc if exc is not None else error, None) for future, exc, _ in done]
+
+
+def _answer(answers: list[_Answer]) -> None:
+    """Hand ``answers`` to their event loops: one wake-up per loop (one in practice)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+    for answer in answers:
+        by_loop.setdefault(answer[0].get_loop(), []).append(answer)
+    for loop, mine in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(_deliver, mine)
+
+
+def _deliver(answers: list[_Answer]) -> None:
+    """In the event loop: resolve each future not cancelled meanwhile."""
+    for future, exc, value in answers:
+        if future.done():
+            continue
+        if exc is None:
+            future.set_result(value)
+        else:
+            future.set_exception(exc)
 
 
 def _lock(lock_path: str | None, path: str) -> int | None:
@@ -476,8 +696,8 @@ class _File:
 
 @contextlib.contextmanager
 def _write(db: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction, its lock taken before the first read (``BEGIN IMMEDIATE``):
-    committed at the end of the block, rolled back if it raises."""
+    """One write transaction of its own (``ping``'s), its lock taken before the first read
+    (``BEGIN IMMEDIATE``): committed at the end of the block, rolled back if it raises."""
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -499,7 +719,7 @@ _ACTIVE = (
 )
 
 
-# The operations, each run whole in the journal's thread.
+# The operations, each run whole in the writer thread; a write inside its batch's transaction.
 def _one(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> Intent | None:
     row = db.execute(sql, args).fetchone()
     return row_to_intent(row) if row else None
@@ -514,119 +734,135 @@ def _get(db: sqlite3.Connection, intent_id: str) -> Intent | None:
 
 
 _PLACEHOLDERS = ", ".join("?" * len(FIELDS))
-_SETS = ", ".join(f"{field} = ?" for field in FIELDS[1:])
 
 
 def _submit(db: sqlite3.Connection, intent: Intent) -> tuple[Intent, bool]:
-    with _write(db):
-        existing = _one(
-            db,
-            f"SELECT {COLUMNS} FROM intents WHERE intent_id = "
-            "(SELECT intent_id FROM claims WHERE reservation_sid = ?)",
-            (intent.reservation_sid,),
-        )
-        if joins(existing, intent):
-            assert existing is not None
-            return existing, False
-        # A replay of a change already made (a late double click, a webhook retry after
-        # the intent settled): answer with the intent that made it.
-        replayed = _one(
-            db,
-            f"SELECT {COLUMNS} FROM intents WHERE reservation_sid = ? AND op = ? "
-            "AND params = ? AND state = 'settled' AND error_message IS NULL "
-            "ORDER BY intent_id DESC LIMIT 1",
-            (intent.reservation_sid, intent.op, dump_json(intent.params)),
-        )
-        if replayed is not None:
-            return replayed, False
-        intent = after_claim(existing, intent)
-        db.execute(
-            f"INSERT INTO intents ({COLUMNS}) VALUES ({_PLACEHOLDERS})", intent_values(intent)
-        )
-        db.execute(
-            "INSERT INTO claims (reservation_sid, intent_id) VALUES (?, ?) "
-            "ON CONFLICT (reservation_sid) DO UPDATE SET intent_id = excluded.intent_id",
-            (intent.reservation_sid, intent.intent_id),
-        )
-        return intent, True
+    existing = _one(
+        db,
+        f"SELECT {COLUMNS} FROM intents WHERE intent_id = "
+        "(SELECT intent_id FROM claims WHERE reservation_sid = ?)",
+        (intent.reservation_sid,),
+    )
+    if joins(existing, intent):
+        assert existing is not None
+        return existing, False
+    # A replay of a change already made (a late double click, a webhook retry after
+    # the intent settled): answer with the intent that made it.
+    replayed = _one(
+        db,
+        f"SELECT {COLUMNS} FROM intents WHERE reservation_sid = ? AND op = ? "
+        "AND params = ? AND state = 'settled' AND error_message IS NULL "
+        "ORDER BY intent_id DESC LIMIT 1",
+        (intent.reservation_sid, intent.op, dump_json(intent.params)),
+    )
+    if replayed is not None:
+        return replayed, False
+    intent = after_claim(existing, intent)
+    db.execute(f"INSERT INTO intents ({COLUMNS}) VALUES ({_PLACEHOLDERS})", intent_values(intent))
+    db.execute(
+        "INSERT INTO claims (reservation_sid, intent_id) VALUES (?, ?) "
+        "ON CONFLICT (reservation_sid) DO UPDATE SET intent_id = excluded.intent_id",
+        (intent.reservation_sid, intent.intent_id),
+    )
+    return intent, True
 
 
-def _transition(
-    db: sqlite3.Connection,
-    intent_id: str,
-    allowed: tuple[str, ...],
-    changes: dict[str, Any],
-    now: float,
-    fence: int | None,
-) -> Intent | None:
-    with _write(db):
-        if fence is not None and not _holds(db, intent_id, fence, now):
-            return None  # the lease expired or changed hands: a stale owner's late write
-        current = _get(db, intent_id)
-        if current is None or current.state not in allowed:
-            return None
-        updated = current.evolve(**changes, updated_at=now)
-        values = intent_values(updated)
-        db.execute(f"UPDATE intents SET {_SETS} WHERE intent_id = ?", (*values[1:], intent_id))
-        return updated
+def _transition(db: sqlite3.Connection, sql: str, args: list[Any]) -> Intent | None:
+    """One ``UPDATE ... RETURNING``: the compare-and-set (state, and the fence's lease), the
+    changed columns only, and the row as stored now."""
+    row = db.execute(sql, args).fetchone()
+    return row_to_intent(row) if row else None
 
 
-def _holds(db: sqlite3.Connection, name: str, token: int, now: float) -> bool:
-    """Whether the lease ``name`` is held, unexpired, with ``token``."""
-    row = db.execute(
-        "SELECT 1 FROM leases WHERE name = ? AND token = ? AND expires_at > ?", (name, token, now)
-    ).fetchone()
-    return row is not None
+# The columns an intent field changes, for ``transition``: ``error`` is two; ``intent_id`` and
+# ``updated_at`` are not changed this way (the row's key; the time of the change).
+_NOT_FIELDS: Final = frozenset({"intent_id", "updated_at", "error_code", "error_message"})
+_COLUMNS_OF: Final = {
+    **{name: (name,) for name in FIELDS if name not in _NOT_FIELDS},
+    "error": ("error_code", "error_message"),
+}
+_JSON_FIELDS: Final = frozenset({"params", "extra"})
+
+
+def _column_args(changes: dict[str, Any]) -> list[Any]:
+    """The values of ``changes`` as stored, in the order of ``_update_sql``'s columns."""
+    args: list[Any] = []
+    for name, value in changes.items():
+        if name == "error":
+            args += (value.code, value.message) if value is not None else (None, None)
+        elif name in _JSON_FIELDS:
+            args.append(dump_json(value))
+        elif name == "late_announce":
+            args.append(bool(value))
+        elif name in _COLUMNS_OF:
+            args.append(value)
+        else:
+            raise TypeError(f"transition: an intent has no field {name!r} to change")
+    return args
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(names: tuple[str, ...], allowed: int, fenced: bool) -> str:
+    """``transition``'s statement for these changed fields, ``allowed`` expected states and
+    with or without the fence (the lease ``intent_id`` held with the token, unexpired)."""
+    sets = [f"{column} = ?" for name in names for column in _COLUMNS_OF[name]]
+    sets.append("updated_at = ?")
+    where = f"intent_id = ? AND state IN ({', '.join('?' * allowed)})"
+    if fenced:
+        where += (
+            " AND EXISTS (SELECT 1 FROM leases WHERE name = ? AND token = ? AND expires_at > ?)"
+        )
+    return f"UPDATE intents SET {', '.join(sets)} WHERE {where} RETURNING {COLUMNS}"
 
 
 def _record_timeout(db: sqlite3.Connection, task_sid: str, reservation_sid: str, now: float) -> int:
-    with _write(db):
-        db.execute(
-            "INSERT OR IGNORE INTO timeouts (reservation_sid, task_sid, at) VALUES (?, ?, ?)",
-            (reservation_sid, task_sid, now),
-        )
-        row = db.execute("SELECT COUNT(*) FROM timeouts WHERE task_sid = ?", (task_sid,)).fetchone()
+    db.execute(
+        "INSERT OR IGNORE INTO timeouts (reservation_sid, task_sid, at) VALUES (?, ?, ?)",
+        (reservation_sid, task_sid, now),
+    )
+    row = db.execute("SELECT COUNT(*) FROM timeouts WHERE task_sid = ?", (task_sid,)).fetchone()
     return int(row[0]) if row else 0
 
 
 def _acquire_lease(
     db: sqlite3.Connection, name: str, owner: str, now: float, until: float
 ) -> int | None:
-    with _write(db):
-        row = db.execute(
-            "SELECT owner, token, expires_at FROM leases WHERE name = ?", (name,)
-        ).fetchone()
-        if row is not None and row[2] > now:  # held
-            if row[0] != owner:
-                return None
-            db.execute("UPDATE leases SET expires_at = ? WHERE name = ?", (until, name))
-            return int(row[1])  # a renewal keeps its token
-        # A new tenure: the next token of the journal-wide counter.
-        db.execute("UPDATE lease_tokens SET last = last + 1 WHERE id = 1")
-        token = int(db.execute("SELECT last FROM lease_tokens WHERE id = 1").fetchone()[0])
+    row = db.execute(
+        "SELECT owner, token, expires_at FROM leases WHERE name = ?", (name,)
+    ).fetchone()
+    if row is not None and row[2] > now:  # held
+        if row[0] != owner:
+            return None
+        db.execute("UPDATE leases SET expires_at = ? WHERE name = ?", (until, name))
+        return int(row[1])  # a renewal keeps its token
+    # A new tenure: the next token of the journal-wide counter.
+    token = int(
         db.execute(
-            "INSERT INTO leases (name, owner, token, expires_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, token = excluded.token, "
-            "expires_at = excluded.expires_at",
-            (name, owner, token, until),
-        )
-        return token
+            "UPDATE lease_tokens SET last = last + 1 WHERE id = 1 RETURNING last"
+        ).fetchone()[0]
+    )
+    db.execute(
+        "INSERT INTO leases (name, owner, token, expires_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, token = excluded.token, "
+        "expires_at = excluded.expires_at",
+        (name, owner, token, until),
+    )
+    return token
 
 
 def _inbox_take(
     db: sqlite3.Connection, owner: str, now: float, until: float, limit: int
 ) -> list[tuple[str, str]]:
-    with _write(db):
-        rows = db.execute(
-            "SELECT key, body FROM inbox WHERE done_at IS NULL "
-            "AND (lease_until IS NULL OR lease_until <= ?) "
-            "ORDER BY received_at, key LIMIT ?",
-            (now, limit),
-        ).fetchall()
-        db.executemany(
-            "UPDATE inbox SET lease_owner = ?, lease_until = ? WHERE key = ?",
-            [(owner, until, key) for key, _ in rows],
-        )
+    rows = db.execute(
+        "SELECT key, body FROM inbox WHERE done_at IS NULL "
+        "AND (lease_until IS NULL OR lease_until <= ?) "
+        "ORDER BY received_at, key LIMIT ?",
+        (now, limit),
+    ).fetchall()
+    db.executemany(
+        "UPDATE inbox SET lease_owner = ?, lease_until = ? WHERE key = ?",
+        [(owner, until, key) for key, _ in rows],
+    )
     return [(str(key), str(body)) for key, body in rows]
 
 
@@ -638,23 +874,21 @@ _DOOMED = (
 
 
 def _prune(db: sqlite3.Connection, before: float, now: float, limit: int) -> int:
-    with _write(db):
-        # The claims first: they name the intents about to go (the same rows, twice).
-        deleted = db.execute(
-            f"DELETE FROM claims WHERE intent_id IN ({_DOOMED})", (before, limit)
-        ).rowcount
+    # The claims first: they name the intents about to go (the same rows, twice).
+    deleted = db.execute(
+        f"DELETE FROM claims WHERE intent_id IN ({_DOOMED})", (before, limit)
+    ).rowcount
+    deleted += db.execute(
+        f"DELETE FROM intents WHERE intent_id IN ({_DOOMED})", (before, limit)
+    ).rowcount
+    for table, where, args in (
+        ("seen", "expires_at <= ?", (now,)),
+        ("inbox", "done_at < ?", (before,)),
+        ("timeouts", "at < ?", (before,)),
+        ("leases", "expires_at <= ? AND expires_at < ?", (now, before)),
+    ):
         deleted += db.execute(
-            f"DELETE FROM intents WHERE intent_id IN ({_DOOMED})", (before, limit)
+            f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {where} LIMIT ?)",
+            (*args, limit),
         ).rowcount
-        for table, where, args in (
-            ("seen", "expires_at <= ?", (now,)),
-            ("inbox", "done_at < ?", (before,)),
-            ("timeouts", "at < ?", (before,)),
-            ("leases", "expires_at <= ? AND expires_at < ?", (now, before)),
-        ):
-            deleted += db.execute(
-                f"DELETE FROM {table} WHERE rowid IN "
-                f"(SELECT rowid FROM {table} WHERE {where} LIMIT ?)",
-                (*args, limit),
-            ).rowcount
     return deleted
