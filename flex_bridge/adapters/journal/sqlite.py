@@ -16,6 +16,9 @@ Durability: WAL mode with ``synchronous=FULL``; an operation is answered only af
 ``COMMIT`` that holds its write returned, so nothing is acknowledged that a crash could lose.
 A batch of reads only runs outside any transaction.
 
+The SQL of each operation is in ``sqlite_sql``; this module is the connection, the writer
+thread and the group commit.
+
 Health: ``ping`` writes the one-row ``health`` table in a transaction of its own (never
 batched), waiting at most ``ping_timeout`` for the write lock, and first checks that the file
 at ``path`` is still the one opened (a journal deleted or replaced while open goes on
@@ -31,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import functools
 import os
 import queue
 import sqlite3
@@ -42,17 +44,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from flex_bridge.adapters.journal import sqlite_sql as sql
 from flex_bridge.adapters.journal.base import (
     COLUMNS,
-    FIELDS,
-    FINAL_STATUSES,
-    after_claim,
     dump_body,
-    dump_json,
-    intent_values,
-    joins,
     load_body,
-    row_to_intent,
 )
 from flex_bridge.domain.intents import Intent
 from flex_bridge.errors import JournalError
@@ -414,11 +410,11 @@ class SqliteJournal:
             ) from None
 
     async def get(self, intent_id: str) -> Intent | None:
-        return await self._read(lambda db: _get(db, intent_id))
+        return await self._read(lambda db: sql.get(db, intent_id))
 
     async def latest_for_reservation(self, reservation_sid: str) -> Intent | None:
         return await self._read(
-            lambda db: _one(
+            lambda db: sql.one(
                 db,
                 f"SELECT {COLUMNS} FROM intents WHERE reservation_sid = ? "
                 "ORDER BY intent_id DESC LIMIT 1",
@@ -427,7 +423,7 @@ class SqliteJournal:
         )
 
     async def submit(self, intent: Intent) -> tuple[Intent, bool]:
-        return await self._run(lambda db: _submit(db, intent))
+        return await self._run(lambda db: sql.submit(db, intent))
 
     async def transition(
         self,
@@ -438,15 +434,15 @@ class SqliteJournal:
         **changes: Any,
     ) -> Intent | None:
         allowed, now = tuple(expected), self.clock()
-        args = [*_column_args(changes), now, intent_id, *allowed]  # TypeError: no such field
-        sql = _update_sql(tuple(changes), len(allowed), fence is not None)
+        args = [*sql.column_args(changes), now, intent_id, *allowed]  # TypeError: no such field
+        statement = sql.update_sql(tuple(changes), len(allowed), fence is not None)
         if fence is not None:
             args += (intent_id, fence, now)  # the lease, held with that token, unexpired
-        return await self._run(lambda db: _transition(db, sql, args))
+        return await self._run(lambda db: sql.transition(db, statement, args))
 
     async def unsettled(self, limit: int = 1000) -> list[Intent]:
         return await self._read(
-            lambda db: _all(
+            lambda db: sql.all(
                 db,
                 f"SELECT {COLUMNS} FROM intents WHERE state != 'settled' "
                 "ORDER BY intent_id LIMIT ?",
@@ -456,7 +452,7 @@ class SqliteJournal:
 
     async def recent(self, limit: int = 100) -> list[Intent]:
         return await self._read(
-            lambda db: _all(
+            lambda db: sql.all(
                 db, f"SELECT {COLUMNS} FROM intents ORDER BY intent_id DESC LIMIT ?", (limit,)
             )
         )
@@ -464,7 +460,7 @@ class SqliteJournal:
     async def active_reservations(self, since: float, limit: int) -> list[Intent]:
         if limit <= 0:
             return []
-        return await self._read(lambda db: _all(db, _ACTIVE, (since, limit)))
+        return await self._read(lambda db: sql.all(db, sql.ACTIVE, (since, limit)))
 
     async def first_seen(self, key: str, ttl: float) -> bool:
         now = self.clock()
@@ -489,7 +485,7 @@ class SqliteJournal:
 
     async def record_timeout(self, task_sid: str, reservation_sid: str) -> int:
         now = self.clock()
-        return await self._run(lambda db: _record_timeout(db, task_sid, reservation_sid, now))
+        return await self._run(lambda db: sql.record_timeout(db, task_sid, reservation_sid, now))
 
     async def count(self) -> dict[str, int]:
         rows = await self._read(
@@ -499,7 +495,7 @@ class SqliteJournal:
 
     async def acquire_lease(self, name: str, owner: str, ttl: float) -> int | None:
         now = self.clock()
-        return await self._run(lambda db: _acquire_lease(db, name, owner, now, now + ttl))
+        return await self._run(lambda db: sql.acquire_lease(db, name, owner, now, now + ttl))
 
     async def release_lease(self, name: str, owner: str) -> None:
         now = self.clock()
@@ -529,7 +525,7 @@ class SqliteJournal:
         if limit <= 0:
             return []
         now = self.clock()
-        rows = await self._run(lambda db: _inbox_take(db, owner, now, now + lease, limit))
+        rows = await self._run(lambda db: sql.inbox_take(db, owner, now, now + lease, limit))
         return [(key, load_body(body)) for key, body in rows]
 
     async def inbox_done(self, key: str) -> None:
@@ -544,7 +540,7 @@ class SqliteJournal:
         if limit <= 0:
             return 0
         now = self.clock()
-        return await self._run(lambda db: _prune(db, before, now, limit))
+        return await self._run(lambda db: sql.prune(db, before, now, limit))
 
 
 # ------------------------------------------------------------------------------ the writer's parts
@@ -706,189 +702,3 @@ def _write(db: sqlite3.Connection) -> Iterator[None]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-
-
-_FINAL = ", ".join(f"'{status}'" for status in sorted(FINAL_STATUSES))
-# Each reservation's newest intent, if recently updated and the reservation not over.
-_ACTIVE = (
-    f"SELECT {COLUMNS} FROM intents AS i WHERE i.updated_at >= ? "
-    f"AND (i.reservation_status IS NULL OR i.reservation_status NOT IN ({_FINAL})) "
-    "AND NOT EXISTS (SELECT 1 FROM intents AS n "
-    "WHERE n.reservation_sid = i.reservation_sid AND n.intent_id > i.intent_id) "
-    "ORDER BY i.updated_at, i.intent_id LIMIT ?"
-)
-
-
-# The operations, each run whole in the writer thread; a write inside its batch's transaction.
-def _one(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> Intent | None:
-    row = db.execute(sql, args).fetchone()
-    return row_to_intent(row) if row else None
-
-
-def _all(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[Intent]:
-    return [row_to_intent(r) for r in db.execute(sql, args).fetchall()]
-
-
-def _get(db: sqlite3.Connection, intent_id: str) -> Intent | None:
-    return _one(db, f"SELECT {COLUMNS} FROM intents WHERE intent_id = ?", (intent_id,))
-
-
-_PLACEHOLDERS = ", ".join("?" * len(FIELDS))
-
-
-def _submit(db: sqlite3.Connection, intent: Intent) -> tuple[Intent, bool]:
-    existing = _one(
-        db,
-        f"SELECT {COLUMNS} FROM intents WHERE intent_id = "
-        "(SELECT intent_id FROM claims WHERE reservation_sid = ?)",
-        (intent.reservation_sid,),
-    )
-    if joins(existing, intent):
-        assert existing is not None
-        return existing, False
-    # A replay of a change already made (a late double click, a webhook retry after
-    # the intent settled): answer with the intent that made it.
-    replayed = _one(
-        db,
-        f"SELECT {COLUMNS} FROM intents WHERE reservation_sid = ? AND op = ? "
-        "AND params = ? AND state = 'settled' AND error_message IS NULL "
-        "ORDER BY intent_id DESC LIMIT 1",
-        (intent.reservation_sid, intent.op, dump_json(intent.params)),
-    )
-    if replayed is not None:
-        return replayed, False
-    intent = after_claim(existing, intent)
-    db.execute(f"INSERT INTO intents ({COLUMNS}) VALUES ({_PLACEHOLDERS})", intent_values(intent))
-    db.execute(
-        "INSERT INTO claims (reservation_sid, intent_id) VALUES (?, ?) "
-        "ON CONFLICT (reservation_sid) DO UPDATE SET intent_id = excluded.intent_id",
-        (intent.reservation_sid, intent.intent_id),
-    )
-    return intent, True
-
-
-def _transition(db: sqlite3.Connection, sql: str, args: list[Any]) -> Intent | None:
-    """One ``UPDATE ... RETURNING``: the compare-and-set (state, and the fence's lease), the
-    changed columns only, and the row as stored now."""
-    row = db.execute(sql, args).fetchone()
-    return row_to_intent(row) if row else None
-
-
-# The columns an intent field changes, for ``transition``: ``error`` is two; ``intent_id`` and
-# ``updated_at`` are not changed this way (the row's key; the time of the change).
-_NOT_FIELDS: Final = frozenset({"intent_id", "updated_at", "error_code", "error_message"})
-_COLUMNS_OF: Final = {
-    **{name: (name,) for name in FIELDS if name not in _NOT_FIELDS},
-    "error": ("error_code", "error_message"),
-}
-_JSON_FIELDS: Final = frozenset({"params", "extra"})
-
-
-def _column_args(changes: dict[str, Any]) -> list[Any]:
-    """The values of ``changes`` as stored, in the order of ``_update_sql``'s columns."""
-    args: list[Any] = []
-    for name, value in changes.items():
-        if name == "error":
-            args += (value.code, value.message) if value is not None else (None, None)
-        elif name in _JSON_FIELDS:
-            args.append(dump_json(value))
-        elif name == "late_announce":
-            args.append(bool(value))
-        elif name in _COLUMNS_OF:
-            args.append(value)
-        else:
-            raise TypeError(f"transition: an intent has no field {name!r} to change")
-    return args
-
-
-@functools.lru_cache(maxsize=256)
-def _update_sql(names: tuple[str, ...], allowed: int, fenced: bool) -> str:
-    """``transition``'s statement for these changed fields, ``allowed`` expected states and
-    with or without the fence (the lease ``intent_id`` held with the token, unexpired)."""
-    sets = [f"{column} = ?" for name in names for column in _COLUMNS_OF[name]]
-    sets.append("updated_at = ?")
-    where = f"intent_id = ? AND state IN ({', '.join('?' * allowed)})"
-    if fenced:
-        where += (
-            " AND EXISTS (SELECT 1 FROM leases WHERE name = ? AND token = ? AND expires_at > ?)"
-        )
-    return f"UPDATE intents SET {', '.join(sets)} WHERE {where} RETURNING {COLUMNS}"
-
-
-def _record_timeout(db: sqlite3.Connection, task_sid: str, reservation_sid: str, now: float) -> int:
-    db.execute(
-        "INSERT OR IGNORE INTO timeouts (reservation_sid, task_sid, at) VALUES (?, ?, ?)",
-        (reservation_sid, task_sid, now),
-    )
-    row = db.execute("SELECT COUNT(*) FROM timeouts WHERE task_sid = ?", (task_sid,)).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _acquire_lease(
-    db: sqlite3.Connection, name: str, owner: str, now: float, until: float
-) -> int | None:
-    row = db.execute(
-        "SELECT owner, token, expires_at FROM leases WHERE name = ?", (name,)
-    ).fetchone()
-    if row is not None and row[2] > now:  # held
-        if row[0] != owner:
-            return None
-        db.execute("UPDATE leases SET expires_at = ? WHERE name = ?", (until, name))
-        return int(row[1])  # a renewal keeps its token
-    # A new tenure: the next token of the journal-wide counter.
-    token = int(
-        db.execute(
-            "UPDATE lease_tokens SET last = last + 1 WHERE id = 1 RETURNING last"
-        ).fetchone()[0]
-    )
-    db.execute(
-        "INSERT INTO leases (name, owner, token, expires_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, token = excluded.token, "
-        "expires_at = excluded.expires_at",
-        (name, owner, token, until),
-    )
-    return token
-
-
-def _inbox_take(
-    db: sqlite3.Connection, owner: str, now: float, until: float, limit: int
-) -> list[tuple[str, str]]:
-    rows = db.execute(
-        "SELECT key, body FROM inbox WHERE done_at IS NULL "
-        "AND (lease_until IS NULL OR lease_until <= ?) "
-        "ORDER BY received_at, key LIMIT ?",
-        (now, limit),
-    ).fetchall()
-    db.executemany(
-        "UPDATE inbox SET lease_owner = ?, lease_until = ? WHERE key = ?",
-        [(owner, until, key) for key, _ in rows],
-    )
-    return [(str(key), str(body)) for key, body in rows]
-
-
-# Settled intents last updated before the cut-off, the oldest first, at most a limit.
-_DOOMED = (
-    "SELECT intent_id FROM intents WHERE state = 'settled' AND updated_at < ? "
-    "ORDER BY updated_at, intent_id LIMIT ?"
-)
-
-
-def _prune(db: sqlite3.Connection, before: float, now: float, limit: int) -> int:
-    # The claims first: they name the intents about to go (the same rows, twice).
-    deleted = db.execute(
-        f"DELETE FROM claims WHERE intent_id IN ({_DOOMED})", (before, limit)
-    ).rowcount
-    deleted += db.execute(
-        f"DELETE FROM intents WHERE intent_id IN ({_DOOMED})", (before, limit)
-    ).rowcount
-    for table, where, args in (
-        ("seen", "expires_at <= ?", (now,)),
-        ("inbox", "done_at < ?", (before,)),
-        ("timeouts", "at < ?", (before,)),
-        ("leases", "expires_at <= ? AND expires_at < ?", (now, before)),
-    ):
-        deleted += db.execute(
-            f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {where} LIMIT ?)",
-            (*args, limit),
-        ).rowcount
-    return deleted
