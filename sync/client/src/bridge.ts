@@ -2,6 +2,7 @@
  * The bridge's `/flex` API, with the agent's Flex token, typed errors and timeouts.
  */
 import type { ItemError, Op, Phase, ReservationStatus } from './item.js';
+import { isObject, readJson } from './json.js';
 
 /** An intent as `GET /flex/intents/<id>` and the action answers show it. */
 export interface Intent {
@@ -212,10 +213,6 @@ const BY_STATUS: Readonly<Record<number, ErrorClass>> = {
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 function errorFor(status: number, body: unknown): BridgeError {
   const err = isObject(body) && isObject(body['error']) ? body['error'] : undefined;
   const code = err && (typeof err['code'] === 'string' || typeof err['code'] === 'number') ? err['code'] : null;
@@ -278,13 +275,7 @@ export function createBridgeClient(options: BridgeClientOptions): BridgeClient {
         const reason = error instanceof Error ? error.message : String(error);
         throw new BridgeUnreachableError(`the bridge could not be reached: ${reason}`, undefined);
       }
-      const text = await response.text().catch(() => '');
-      let parsed: unknown;
-      try {
-        parsed = text === '' ? undefined : JSON.parse(text);
-      } catch {
-        parsed = undefined;
-      }
+      const parsed = await readJson(response);
       const fromBridge =
         isObject(parsed) && (isObject(parsed['error']) || isObject(parsed['intent']) || 'attributes' in parsed);
       if (!fromBridge && response.status >= 500) {

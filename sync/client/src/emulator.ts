@@ -18,6 +18,7 @@
  * No runtime dependencies: it uses `fetch` and a `WebSocket` constructor (the browser's, or
  * one passed in).
  */
+import { isObject, readJson } from './json.js';
 import type { OpenMode } from './sync.js';
 
 /** twilio-sync's public connection states. */
@@ -116,10 +117,6 @@ const CLOSE_DENIED = 4001;
 const MODES: readonly OpenMode[] = ['open_or_create', 'open_existing', 'create_new'];
 const ITEM_EVENTS = new Set(['itemAdded', 'itemUpdated', 'itemRemoved']);
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
 function str(value: unknown): string | null {
   return typeof value === 'string' ? value : null;
 }
@@ -188,6 +185,39 @@ class Emitter {
   }
 }
 
+/** The listener methods twilio-sync's objects have, over one Emitter. */
+class EventSource {
+  protected readonly events = new Emitter();
+
+  on(event: string, listener: AnyListener): this {
+    this.events.on(event, listener);
+    return this;
+  }
+
+  once(event: string, listener: AnyListener): this {
+    const wrapped: AnyListener = (...args) => {
+      this.events.off(event, wrapped);
+      listener(...args);
+    };
+    this.events.on(event, wrapped);
+    return this;
+  }
+
+  removeListener(event: string, listener: AnyListener): this {
+    this.events.off(event, listener);
+    return this;
+  }
+
+  off(event: string, listener: AnyListener): this {
+    return this.removeListener(event, listener);
+  }
+
+  removeAllListeners(event?: string): this {
+    this.events.clear(event);
+    return this;
+  }
+}
+
 interface Waiter<T> {
   resolve: (value: T) => void;
   reject: (error: unknown) => void;
@@ -239,12 +269,11 @@ export class EmulatorSyncPaginator {
 }
 
 /** An open Map: its item events, and its items page by page. */
-export class EmulatorSyncMap {
+export class EmulatorSyncMap extends EventSource {
   readonly sid: string;
   readonly uniqueName: string | null;
   readonly revision: string;
   readonly dateExpires: string | null;
-  private readonly events = new Emitter();
   private closed = false;
 
   /** @internal */
@@ -252,6 +281,7 @@ export class EmulatorSyncMap {
     private readonly client: EmulatorSyncClient,
     descriptor: Record<string, unknown>,
   ) {
+    super();
     this.sid = String(descriptor['sid']);
     this.uniqueName = str(descriptor['unique_name']);
     this.revision = descriptor['revision'] === undefined ? '' : String(descriptor['revision']);
@@ -262,34 +292,8 @@ export class EmulatorSyncMap {
     return this.closed;
   }
 
-  /** 'itemAdded' and 'itemUpdated' get `{ item, isLocal: false }`; 'itemRemoved' gets `{ key, isLocal: false }`. */
-  on(event: string, listener: AnyListener): this {
-    this.events.on(event, listener);
-    return this;
-  }
-
-  once(event: string, listener: AnyListener): this {
-    const wrapped: AnyListener = (...args) => {
-      this.events.off(event, wrapped);
-      listener(...args);
-    };
-    this.events.on(event, wrapped);
-    return this;
-  }
-
-  removeListener(event: string, listener: AnyListener): this {
-    this.events.off(event, listener);
-    return this;
-  }
-
-  off(event: string, listener: AnyListener): this {
-    return this.removeListener(event, listener);
-  }
-
-  removeAllListeners(event?: string): this {
-    this.events.clear(event);
-    return this;
-  }
+  // on/once/off/removeListener/removeAllListeners (EventSource): 'itemAdded' and 'itemUpdated'
+  // get `{ item, isLocal: false }`; 'itemRemoved' gets `{ key, isLocal: false }`.
 
   /** A page of the Map's items, in key order. */
   getItems(query: EmulatorItemsQuery = {}): Promise<EmulatorSyncPaginator> {
@@ -320,7 +324,7 @@ export class EmulatorSyncMap {
  * map.on('itemUpdated', ({ item }) => console.log(item.key, item.data));
  * ```
  */
-export class EmulatorSyncClient {
+export class EmulatorSyncClient extends EventSource {
   private token: string;
   private readonly baseUrl: string;
   private readonly wsUrl: string;
@@ -329,7 +333,6 @@ export class EmulatorSyncClient {
   private readonly minDelay: number;
   private readonly maxDelay: number;
   private readonly handshakeTimeout: number;
-  private readonly events = new Emitter();
   private state: ConnectionState = 'connecting';
   private socket: WebSocketLike | undefined;
   /** The token the current socket sent in its `auth`. */
@@ -349,6 +352,7 @@ export class EmulatorSyncClient {
   private closed = false;
 
   constructor(token: string, options: EmulatorSyncClientOptions) {
+    super();
     if (typeof token !== 'string' || token === '') throw new TypeError('EmulatorSyncClient: token must be a non-empty string');
     const base = String(options?.baseUrl ?? '').replace(/\/+$/, '');
     if (!/^https?:\/\//.test(base)) {
@@ -375,37 +379,9 @@ export class EmulatorSyncClient {
     return this.state;
   }
 
-  /**
-   * 'connectionStateChanged' (the new state), 'tokenAboutToExpire' (seconds left, when known),
-   * 'tokenExpired', 'error' (an error the emulator reported that nothing was waiting for).
-   */
-  on(event: string, listener: AnyListener): this {
-    this.events.on(event, listener);
-    return this;
-  }
-
-  once(event: string, listener: AnyListener): this {
-    const wrapped: AnyListener = (...args) => {
-      this.events.off(event, wrapped);
-      listener(...args);
-    };
-    this.events.on(event, wrapped);
-    return this;
-  }
-
-  removeListener(event: string, listener: AnyListener): this {
-    this.events.off(event, listener);
-    return this;
-  }
-
-  off(event: string, listener: AnyListener): this {
-    return this.removeListener(event, listener);
-  }
-
-  removeAllListeners(event?: string): this {
-    this.events.clear(event);
-    return this;
-  }
+  // on/once/off/removeListener/removeAllListeners (EventSource): 'connectionStateChanged' (the
+  // new state), 'tokenAboutToExpire' (seconds left, when known), 'tokenExpired', 'error' (an
+  // error the emulator reported that nothing was waiting for).
 
   /**
    * Open a Map (by unique name or SID) and subscribe to it. Resolves once the emulator has
@@ -574,13 +550,7 @@ export class EmulatorSyncClient {
       const reason = error instanceof Error ? error.message : String(error);
       throw new EmulatorSyncError(`The emulator could not be reached: ${reason}`, 0);
     }
-    const text = await response.text().catch(() => '');
-    let parsed: unknown;
-    try {
-      parsed = text === '' ? undefined : JSON.parse(text);
-    } catch {
-      parsed = undefined;
-    }
+    const parsed = await readJson(response);
     if (response.ok) return parsed;
     const err = isObject(parsed) ? parsed : {};
     throw new EmulatorSyncError(

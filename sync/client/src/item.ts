@@ -3,6 +3,7 @@
  * plugin makes from it. Pure functions: no I/O, no clock.
  */
 import type { ReservationItem } from './item.v1.js';
+import { isObject } from './json.js';
 
 export type { ItemError, ReservationItem } from './item.v1.js';
 
@@ -51,10 +52,6 @@ const IMPLIED: Readonly<Partial<Record<string, ReservationStatus>>> = {
 const RINGING_OPS: ReadonlySet<string> = new Set(['conference', 'dequeue']);
 /** Phase ranks within one intent: items never move backwards. */
 const RANK: Readonly<Record<Phase, number>> = { pending: 0, failed: 1, applied: 2 };
-
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
 
 function oneOf<T>(values: readonly T[], value: unknown): value is T {
   return (values as readonly unknown[]).includes(value);
