@@ -20,6 +20,12 @@ class SlowJournal(SqliteJournal):
         await asyncio.sleep(0.2)
         return await super().submit(intent)
 
+    async def submit_leased(
+        self, intent: Intent, owner: str, ttl: float
+    ) -> tuple[Intent, bool, int | None]:
+        await asyncio.sleep(0.2)
+        return await super().submit_leased(intent, owner, ttl)
+
 
 async def test_a_callback_answered_late_still_records_its_intent(tmp_path: Path) -> None:
     """The web layer answers {} when the decision is not made in time and cancels the use

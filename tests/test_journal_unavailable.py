@@ -31,6 +31,11 @@ class BrokenJournal(SqliteJournal):
     async def submit(self, intent: Intent) -> tuple[Intent, bool]:
         raise JournalError("the journal at journal.db is read-only")
 
+    async def submit_leased(
+        self, intent: Intent, owner: str, ttl: float
+    ) -> tuple[Intent, bool, int | None]:
+        raise JournalError("the journal at journal.db is read-only")
+
     async def inbox_put(self, key: str, body: dict[str, str]) -> bool:
         raise JournalError("the journal at journal.db is read-only")
 

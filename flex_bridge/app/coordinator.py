@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 import time
 from collections import OrderedDict
@@ -47,8 +46,9 @@ from flex_bridge.adapters.journal import Journal
 from flex_bridge.adapters.retry import RetryPolicy, retrying
 from flex_bridge.adapters.sync_channel import SyncChannelPort
 from flex_bridge.adapters.taskrouter import ReservationsPort
+from flex_bridge.app.drivers import Drivers, Handoff
 from flex_bridge.app.metrics import Metrics
-from flex_bridge.app.ownership import LeaseLost, Ownership
+from flex_bridge.app.ownership import Lease, LeaseLost, Ownership
 from flex_bridge.app.waiters import Waiters
 from flex_bridge.domain import protocol
 from flex_bridge.domain.intents import ErrorInfo, Intent, channel_item, new_intent_id
@@ -112,6 +112,7 @@ class _Sending:
 
     intent: Intent
     fetch_first: bool
+    counted: bool = False  # the next send's attempt is journaled already (with ``announced``)
 
 
 class Coordinator:
@@ -138,12 +139,13 @@ class Coordinator:
             policy.retry.max_attempts, policy.retry.base, policy.retry.cap
         )
         self.observers: list[Observer] = [self.metrics.count_step]
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self.drivers = Drivers(
+            self._drive, on_count=self.metrics.in_flight.set, on_done=self._ended
+        )
         self.waiters = Waiters()
         self.ownership = Ownership(journal, owner)
-        self._fences: dict[str, int] = {}  # intent id -> fencing token, while driven here
+        self._fences: dict[str, Lease] = {}  # intent id -> its lease, while driven here
         self.last_events = LastEvents()
-        self._closing = False
 
     # ------------------------------------------------------------------------- submitting
     async def submit(
@@ -179,70 +181,83 @@ class Coordinator:
             via=via,
             extra={"before_accept": True} if before_accept and self.enrich else {},
         )
-        intent, created = await self.journal.submit(intent)
+        if intent.via != "rest":
+            intent, created = await self.journal.submit(intent)
+            if created:
+                self._stepped(intent)
+            return intent, created
+        if not self.drivers.reserve():
+            intent, created = await self.journal.submit(intent)
+            if created:
+                self._stepped(intent)
+                self.start(intent.intent_id)
+            return intent, created
+        # A driver's place is free: take the lease in the submit's transaction, and hand the
+        # driver the intent, so it neither reads it back nor takes the lease again.
+        try:
+            intent, created, token = await self.journal.submit_leased(
+                intent, self.ownership.owner, self.ownership.ttl
+            )
+        except BaseException:
+            self.drivers.unreserve()
+            raise
+        if not created or token is None:
+            self.drivers.unreserve()
         if created:
             self._stepped(intent)
-            if intent.via == "rest":
-                self.start(intent.intent_id)
+            self.drivers.start(intent.intent_id, None if token is None else (intent, token))
         return intent, created
 
     def start(self, intent_id: str) -> None:
-        if intent_id in self._running or self._closing:
-            return
-        # A fresh context for the task and its callback: both would otherwise copy the
-        # caller's, and from a request handler that keeps the request, its form and its
-        # connection alive as long as the intent is in flight (tens of KB each, for nothing).
-        context = contextvars.Context()
-        task = asyncio.get_running_loop().create_task(self._drive(intent_id), context=context)
-        self._running[intent_id] = task
-        self.metrics.in_flight.set(len(self._running))
+        """Drive ``intent_id`` here (when a driver is free; see ``app.drivers``)."""
+        self.drivers.start(intent_id)
 
-        def done(t: asyncio.Task[None]) -> None:
-            self._running.pop(intent_id, None)
-            self.metrics.in_flight.set(len(self._running))
-            if not t.cancelled() and t.exception() is not None:
-                logger.error(
-                    "intent %s: driver failed: %r",
-                    intent_id,
-                    t.exception(),
-                    extra={"intent_id": intent_id},
-                )
-            self.waiters.notify(intent_id)
-
-        task.add_done_callback(done, context=context)
+    def _ended(self, intent_id: str, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "intent %s: driver failed: %r",
+                intent_id,
+                task.exception(),
+                extra={"intent_id": intent_id},
+            )
+        self.waiters.notify(intent_id)
 
     async def wait(self, intent_id: str, timeout: float) -> Intent | None:
         """The intent once decided, or as it is at ``timeout`` (driven here or elsewhere)."""
         intent = await self.journal.get(intent_id)
         if intent is None or intent.settled or timeout <= 0:
             return intent
-        if intent.intent_id not in self._running and intent.via == "rest":
+        if intent.intent_id not in self.drivers and intent.via == "rest":
             self.start(intent_id)
         read, here = (lambda: self.journal.get(intent_id)), (lambda: self.running(intent_id))
         return await self.waiters.wait(intent_id, timeout, read, here)
 
     # ---------------------------------------------------------------------------- driving
-    async def _drive(self, intent_id: str) -> None:
-        async with self.ownership.holding(intent_id) as token:
-            if token is None:
+    async def _drive(self, intent_id: str, handoff: Handoff | None) -> None:
+        submitted, token = handoff if handoff is not None else (None, None)
+        async with self.ownership.holding(intent_id, token) as lease:
+            if lease is None:
                 return  # another instance drives it (rule 9)
-            self._fences[intent_id] = token
+            self._fences[intent_id] = lease
             try:
-                await self._steps(intent_id)
+                await self._steps(submitted or await self.journal.get(intent_id))
             except LeaseLost:
                 logger.warning("intent %s: lease lost; left to its new owner", intent_id)
             finally:
                 del self._fences[intent_id]
 
-    async def _steps(self, intent_id: str) -> None:
-        intent = await self.journal.get(intent_id)
-        while intent is not None and not self._closing:
+    async def _steps(self, intent: Intent | None) -> None:
+        counted = False  # the first send's attempt went into the journal with ``announced``
+        while intent is not None and not self.drivers.closing:
             if intent.state == "recorded":
-                intent = await self._announce(intent)
+                enriching = bool(intent.extra.get("before_accept"))
+                intent = await self._announce(intent, count_attempt=not enriching)
+                counted = not enriching and intent.state == "announced" and intent.attempts == 1
             elif intent.state == "announced":
                 if intent.extra.get("before_accept") and "enrichment" not in intent.extra:
                     intent = await self._enrich(intent)
-                intent = await self._apply(intent)
+                intent = await self._apply(intent, counted)
+                counted = False
             elif intent.state in ("applied", "refused"):
                 settled = await self._settle(intent)
                 if settled is None:
@@ -255,9 +270,17 @@ class Coordinator:
         for observer in self.observers:
             observer(intent)
 
-    async def _move(self, intent: Intent, expected: tuple[str, ...], **changes: Any) -> Intent:
-        fence = self._fences.get(intent.intent_id)
-        moved = await self.journal.transition(intent.intent_id, expected, fence=fence, **changes)
+    async def _move(
+        self, intent: Intent, expected: tuple[str, ...], *, release: bool = False, **changes: Any
+    ) -> Intent:
+        lease = self._fences.get(intent.intent_id)
+        fence = lease.token if lease is not None else None
+        owner = self.ownership.owner if release and lease is not None else None
+        moved = await self.journal.transition(
+            intent.intent_id, expected, fence=fence, release=owner, **changes
+        )
+        if moved is not None and owner is not None and lease is not None:
+            lease.released = True
         if moved is None:
             # Someone else moved it (an event, another driver): carry on from the truth.
             current = await self.journal.get(intent.intent_id)
@@ -279,13 +302,16 @@ class Coordinator:
             on_retry=self.metrics.on_retry("sync"),
         )
 
-    async def _announce(self, intent: Intent) -> Intent:
+    async def _announce(self, intent: Intent, *, count_attempt: bool = False) -> Intent:
+        """Announce; ``count_attempt``: journal the first send's attempt with ``announced``
+        (one transaction fewer; the send follows at once)."""
         mode = self.policy.sync.mode
         window = protocol.announce_window(
             mode, self.clock(), self.policy.sync.announce_timeout, intent.deadline
         )
         try:
-            await asyncio.wait_for(self._write(intent, window.retry_until), window.wait)
+            async with asyncio.timeout(window.wait):
+                await self._write(intent, window.retry_until)
         except (FlexBridgeError, TimeoutError) as exc:
             self.metrics.sync_writes.labels("announce_failed").inc()
             move = protocol.after_failed_announce(mode)
@@ -294,6 +320,8 @@ class Coordinator:
             log_intent(intent, "Sync unavailable (%s: %s): %s", mode, what, why, level=WARNING)
             return await self._move(intent, ("recorded",), **move.changes())
         self.metrics.sync_writes.labels("announced").inc()
+        if count_attempt and intent.attempts == 0:
+            return await self._move(intent, ("recorded",), state="announced", attempts=1)
         return await self._move(intent, ("recorded",), state="announced")
 
     async def _enrich(self, intent: Intent) -> Intent:
@@ -332,7 +360,10 @@ class Coordinator:
             found = await self._fetch_verdict(current)
             if found is not None:
                 return found
-        current = await self._move(current, ("announced",), attempts=current.attempts + 1)
+        if sending.counted:
+            sending.counted = False
+        else:
+            current = await self._move(current, ("announced",), attempts=current.attempts + 1)
         sending.intent = current
         if current.state != "announced":
             return Verdict("refused", current.reservation_status, current.error)
@@ -363,9 +394,11 @@ class Coordinator:
         count("taskrouter", current.op, "ok").inc()
         return protocol.after_sending(current.op, view.status)
 
-    async def _apply(self, intent: Intent) -> Intent:
+    async def _apply(self, intent: Intent, counted: bool = False) -> Intent:
+        """``counted``: the first send's attempt is journaled already (``_announce``)."""
         form = rest_params(intent.op, intent.params)
-        sending = _Sending(intent, fetch_first=protocol.fetch_first(intent.attempts, None))
+        sent_before = intent.attempts - (1 if counted else 0)
+        sending = _Sending(intent, protocol.fetch_first(sent_before, None), counted)
         try:
             found = await retrying(
                 lambda: self._attempt(sending, form),
@@ -423,7 +456,7 @@ class Coordinator:
             self.waiters.notify(intent.intent_id)
             return None
         self.metrics.sync_writes.labels("settled").inc()
-        settled = await self._move(intent, ("applied", "refused"), state="settled")
+        settled = await self._move(intent, ("applied", "refused"), state="settled", release=True)
         if settled.settled:
             self.metrics.intents.labels(
                 settled.op, settled.source, settled.outcome or "unknown"
@@ -499,18 +532,15 @@ class Coordinator:
 
     async def idle(self) -> None:
         """Wait until no intent is being driven (for tests and orderly shutdown)."""
-        while self._running:
-            await asyncio.gather(*list(self._running.values()), return_exceptions=True)
+        await self.drivers.idle()
 
     def running(self, intent_id: str) -> bool:
-        return intent_id in self._running
+        """Driven here, or waiting for a driver here."""
+        return intent_id in self.drivers
 
     async def close(self, grace: float = 5.0) -> None:
-        if self._running:
+        if len(self.drivers):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.idle(), grace)
-        self._closing = True
-        for task in list(self._running.values()):
-            task.cancel()
-        if self._running:
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await self.drivers.cancel()
+        await self.ownership.close()

@@ -34,6 +34,14 @@ class Journal(Protocol):
         """
         ...
 
+    async def submit_leased(
+        self, intent: Intent, owner: str, ttl: float
+    ) -> tuple[Intent, bool, int | None]:
+        """``submit``, and when ``intent`` is recorded, take the lease named by its id for
+        ``owner`` (as ``acquire_lease``) in the same transaction: ``(intent, True, token)``,
+        or ``(existing, False, None)`` when it joined another intent (no lease taken)."""
+        ...
+
     async def get(self, intent_id: str) -> Intent | None: ...
 
     async def latest_for_reservation(self, reservation_sid: str) -> Intent | None: ...
@@ -44,6 +52,7 @@ class Journal(Protocol):
         expected: Iterable[str],
         *,
         fence: int | None = None,
+        release: str | None = None,
         **changes: Any,
     ) -> Intent | None:
         """Apply ``changes`` if the intent's state is one of ``expected``; else None.
@@ -51,6 +60,9 @@ class Journal(Protocol):
         With ``fence``, only while the lease named ``intent_id`` exists with that token and
         is unexpired (checked in the same transaction): a late write of an owner whose lease
         expired or changed hands is refused (None).
+
+        With ``release``, a change that was made also releases the lease named ``intent_id``
+        if ``release`` holds it (as ``release_lease``), in the same transaction.
         """
         ...
 

@@ -172,6 +172,7 @@ _ACTIVE = (
 # Take the lease: insert it, renew it (same owner, unexpired: same token), or take it over
 # (expired: a new token, drawn only once the row is locked, so it is the newest); no row when
 # another owner holds it. $1 name, $2 owner, $3 until, $4 now.
+_RELEASE = "UPDATE leases SET expires_at = $3 WHERE name = $1 AND owner = $2 AND expires_at > $3"
 _ACQUIRE = """
     INSERT INTO leases AS l (name, owner, token, expires_at)
     VALUES ($1, $2, nextval('lease_tokens'), $3)
@@ -332,18 +333,34 @@ class PostgresJournal:
     async def submit(self, intent: Intent) -> tuple[Intent, bool]:
         return await self._run(lambda conn: _submit(conn, intent))
 
+    async def submit_leased(
+        self, intent: Intent, owner: str, ttl: float
+    ) -> tuple[Intent, bool, int | None]:
+        now = self.clock()
+
+        async def operation(conn: Any) -> tuple[Intent, bool, int | None]:
+            async with conn.transaction():
+                recorded, created = await _submit(conn, intent)
+                if not created:
+                    return recorded, False, None
+                token = await conn.fetchval(_ACQUIRE, recorded.intent_id, owner, now + ttl, now)
+                return recorded, True, None if token is None else int(token)
+
+        return await self._run(operation)
+
     async def transition(
         self,
         intent_id: str,
         expected: Iterable[str],
         *,
         fence: int | None = None,
+        release: str | None = None,
         **changes: Any,
     ) -> Intent | None:
         allowed = list(expected)
         now = self.clock()
         return await self._run(
-            lambda conn: _transition(conn, intent_id, allowed, changes, now, fence)
+            lambda conn: _transition(conn, intent_id, allowed, changes, now, fence, release)
         )
 
     async def unsettled(self, limit: int = 1000) -> list[Intent]:
@@ -402,15 +419,7 @@ class PostgresJournal:
 
     async def release_lease(self, name: str, owner: str) -> None:
         now = self.clock()
-        await self._run(
-            lambda conn: conn.execute(
-                "UPDATE leases SET expires_at = $3 "
-                "WHERE name = $1 AND owner = $2 AND expires_at > $3",
-                name,
-                owner,
-                now,
-            )
-        )
+        await self._run(lambda conn: conn.execute(_RELEASE, name, owner, now))
 
     async def inbox_put(self, key: str, body: dict[str, str]) -> bool:
         now, text = self.clock(), dump_body(body)
@@ -547,6 +556,7 @@ async def _transition(
     changes: dict[str, Any],
     now: float,
     fence: int | None,
+    release: str | None = None,
 ) -> Intent | None:
     async with conn.transaction():
         if fence is not None:
@@ -567,6 +577,8 @@ async def _transition(
         status = await conn.execute(_UPDATE, *intent_values(updated), allowed)
         if _rows(status) != 1:
             return None
+        if release is not None:
+            await conn.execute(_RELEASE, intent_id, release, now)
         return updated
 
 

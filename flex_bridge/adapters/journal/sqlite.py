@@ -425,12 +425,19 @@ class SqliteJournal:
     async def submit(self, intent: Intent) -> tuple[Intent, bool]:
         return await self._run(lambda db: sql.submit(db, intent))
 
+    async def submit_leased(
+        self, intent: Intent, owner: str, ttl: float
+    ) -> tuple[Intent, bool, int | None]:
+        now = self.clock()
+        return await self._run(lambda db: sql.submit_leased(db, intent, owner, now, now + ttl))
+
     async def transition(
         self,
         intent_id: str,
         expected: Iterable[str],
         *,
         fence: int | None = None,
+        release: str | None = None,
         **changes: Any,
     ) -> Intent | None:
         allowed, now = tuple(expected), self.clock()
@@ -438,7 +445,14 @@ class SqliteJournal:
         statement = sql.update_sql(tuple(changes), len(allowed), fence is not None)
         if fence is not None:
             args += (intent_id, fence, now)  # the lease, held with that token, unexpired
-        return await self._run(lambda db: sql.transition(db, statement, args))
+
+        def operation(db: sqlite3.Connection) -> Intent | None:
+            moved = sql.transition(db, statement, args)
+            if moved is not None and release is not None:
+                sql.release_lease(db, intent_id, release, now)
+            return moved
+
+        return await self._run(operation)
 
     async def unsettled(self, limit: int = 1000) -> list[Intent]:
         return await self._read(
@@ -499,12 +513,7 @@ class SqliteJournal:
 
     async def release_lease(self, name: str, owner: str) -> None:
         now = self.clock()
-        await self._run(
-            lambda db: db.execute(
-                "UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ? AND expires_at > ?",
-                (now, name, owner, now),
-            )
-        )
+        await self._run(lambda db: sql.release_lease(db, name, owner, now))
 
     async def inbox_put(self, key: str, body: dict[str, str]) -> bool:
         now, text = self.clock(), dump_body(body)

@@ -164,6 +164,21 @@ def acquire_lease(
     return token
 
 
+def release_lease(db: sqlite3.Connection, name: str, owner: str, now: float) -> None:
+    db.execute(
+        "UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ? AND expires_at > ?",
+        (now, name, owner, now),
+    )
+
+
+def submit_leased(
+    db: sqlite3.Connection, intent: Intent, owner: str, now: float, until: float
+) -> tuple[Intent, bool, int | None]:
+    recorded, created = submit(db, intent)
+    token = acquire_lease(db, recorded.intent_id, owner, now, until) if created else None
+    return recorded, created, token
+
+
 def inbox_take(
     db: sqlite3.Connection, owner: str, now: float, until: float, limit: int
 ) -> list[tuple[str, str]]:
