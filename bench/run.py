@@ -36,6 +36,7 @@ from twilio.base.exceptions import TwilioRestException
 
 from bench.cpu import CpuScenario
 from bench.cpu import table_lines as cpu_table_lines
+from bench.emulator_cpu import EmulatorCpuScenario
 from bench.harness import (
     ACCEPT_ALL,
     JSON,
@@ -72,8 +73,17 @@ from flex_bridge.errors import ConfigError
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 DEFER_ALL = '[[assignment.rules]]\nname = "all"\nop = "defer"\n'
 STRICT_ACCEPT_ALL = '[sync]\nmode = "strict"\n\n' + ACCEPT_ALL
-SCENARIOS = ("ack", "accept_e2e", "rate_limited", "recovery", "cpu", "memory", "instances")
-STANDALONE = ("instances",)  # scenarios with processes of their own: no shared setup needed
+SCENARIOS = (
+    "ack",
+    "accept_e2e",
+    "rate_limited",
+    "recovery",
+    "cpu",
+    "memory",
+    "instances",
+    "emulator",
+)
+STANDALONE = ("instances", "emulator")  # scenarios with processes of their own: no shared setup
 # Scenarios that need no shared warm-up (a minute, most of it Sync's 20 map creations a
 # second): memory uses synthetic workers; cpu warms each system on its own workers.
 OWN_WARM_UP = ("instances", "memory", "cpu")
@@ -862,7 +872,8 @@ class Bench:
                 await self.scenario("warm_up", self.warm_up)
         for name in SCENARIOS:
             if name in only:
-                await self.scenario(name, getattr(self, name))
+                body = EmulatorCpuScenario(self).run if name == "emulator" else getattr(self, name)
+                await self.scenario(name, body)
 
 
 # ------------------------------------------------------------------------------ reporting
@@ -1102,6 +1113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu": bench.results.get("cpu", {}),
         "memory": bench.results.get("memory", {}),
         "instances": bench.results.get("instances", {}),
+        "emulator": bench.results.get("emulator", {}),
         "warm_up": bench.results.get("warm_up", {}),
         "machine": host,
         "commit": git("rev-parse", "HEAD"),

@@ -88,6 +88,11 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--loop",
         help="the event loop, uvloop or asyncio (default: FLEX_BRIDGE_LOOP, else uvloop)",
     )
+    p.add_argument(
+        "--rest-path",
+        help="how REST requests go in, asgi or quart "
+        "(default: FLEX_BRIDGE_EMULATOR_REST_PATH, else asgi)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,10 +247,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = Settings.from_env()  # before the loop: it names the loop
             return run(run_serve(args, settings), settings.loop)
         if args.command == "emulator":
-            from flex_bridge.emulator.settings import EmulatorSettings
+            from flex_bridge.emulator.settings import EmulatorSettings, rest_path_setting
             from flex_bridge.serving import run
 
             emulator_settings = EmulatorSettings.from_env()
+            if args.rest_path is not None:
+                rest_path = rest_path_setting("--rest-path", args.rest_path)
+                emulator_settings = dataclasses.replace(emulator_settings, rest_path=rest_path)
             server, loop = _emulator_serving(args, emulator_settings)
             return run(run_emulator(args, emulator_settings, server), loop)
         if args.command == "demo":

@@ -98,6 +98,12 @@ def test_an_unknown_value_is_refused_naming_the_variable(name: str, value: str) 
         (["emulator", "--server", "nginx"], {}, "--server"),
         (["emulator", "--loop", "trio"], {}, "--loop"),
         (["emulator"], {"FLEX_BRIDGE_SERVER": "nginx"}, "FLEX_BRIDGE_SERVER"),
+        (["emulator", "--rest-path", "flask"], {}, "--rest-path"),
+        (
+            ["emulator"],
+            {"FLEX_BRIDGE_EMULATOR_REST_PATH": "flask"},
+            "FLEX_BRIDGE_EMULATOR_REST_PATH",
+        ),
     ],
 )
 def test_an_unknown_value_stops_the_start_with_one_line_and_exit_2(
@@ -107,7 +113,7 @@ def test_an_unknown_value_stops_the_start_with_one_line_and_exit_2(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for key in ("FLEX_BRIDGE_SERVER", "FLEX_BRIDGE_LOOP"):
+    for key in ("FLEX_BRIDGE_SERVER", "FLEX_BRIDGE_LOOP", "FLEX_BRIDGE_EMULATOR_REST_PATH"):
         monkeypatch.delenv(key, raising=False)
     for key, value in {**BRIDGE_ENV, **env}.items():
         monkeypatch.setenv(key, value)

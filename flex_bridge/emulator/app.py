@@ -15,20 +15,26 @@ import logging
 from quart import Quart, Response, has_request_context, request, websocket
 from werkzeug.exceptions import HTTPException
 
+from flex_bridge.emulator.answers import http_error_answer
 from flex_bridge.emulator.api import ApiError
 from flex_bridge.emulator.blueprints.admin import admin_blueprint
 from flex_bridge.emulator.blueprints.feed import feed_blueprint
-from flex_bridge.emulator.blueprints.guard import ResponseLost, with_dropped_responses
 from flex_bridge.emulator.blueprints.iam import iam_blueprint
-from flex_bridge.emulator.blueprints.responses import error_response
+from flex_bridge.emulator.blueprints.responses import error_response, to_response
 from flex_bridge.emulator.blueprints.rest import product_blueprint, unknown_products
 from flex_bridge.emulator.blueprints.sdk import sdk_blueprint
 from flex_bridge.emulator.blueprints.sdk_ws import sdk_socket_blueprint
-from flex_bridge.emulator.core import Emulator
+from flex_bridge.emulator.core import REST_PATHS, Emulator
+from flex_bridge.emulator.front_door import (
+    ResponseLost,
+    RestFrontDoor,
+    reserved_prefixes,
+    with_dropped_responses,
+)
 
 __all__ = ["ResponseLost", "create_emulator_app"]
 
-HTTP_ERROR_CODES = {400: 20001, 401: 20003, 404: 20404, 405: 20004, 500: 20500, 503: 20503}
+MAX_CONTENT_LENGTH = 1024 * 1024
 
 
 class _QuietLostResponses(logging.Filter):
@@ -50,12 +56,10 @@ async def http_error(exc: HTTPException) -> Response:
     handshakes as well, where there is no ``request``.
     """
     status = exc.code or 500
-    code = HTTP_ERROR_CODES.get(status, 20500 if status >= 500 else 20001)
-    message = exc.description or exc.name
+    path = ""
     if status == 404:
         path = request.path if has_request_context() else websocket.path
-        message = f"The requested resource {path} was not found"
-    return error_response(ApiError(status, code, message))
+    return to_response(http_error_answer(status, exc.description or exc.name, path))
 
 
 async def api_error(exc: ApiError) -> Response:
@@ -63,8 +67,10 @@ async def api_error(exc: ApiError) -> Response:
 
 
 def create_emulator_app(emu: Emulator) -> Quart:
+    """The emulator's Quart app; with ``rest_path = "asgi"`` (the default) its ASGI entry is
+    the REST front door, which hands Quart everything but the REST API."""
     app = Quart("flex_bridge.emulator")
-    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_CONTENT_LENGTH
 
     @app.before_serving
     async def startup() -> None:
@@ -85,4 +91,20 @@ def create_emulator_app(emu: Emulator) -> Quart:
     app.register_blueprint(sdk_blueprint(emu))
     app.register_blueprint(sdk_socket_blueprint(emu))
     app.asgi_app = with_dropped_responses(app.asgi_app)  # type: ignore[method-assign, assignment]
+    if emu.config.rest_path not in REST_PATHS:
+        raise ValueError(
+            f"rest_path must be {' or '.join(REST_PATHS)}; got {emu.config.rest_path!r}"
+        )
+    if emu.config.rest_path == "asgi":
+        rest_endpoints = {f"{product}.rest_api" for product in emu.routers}
+        rest_endpoints.add("unknown_products.unknown")
+        rules = [(rule.rule, rule.endpoint) for rule in app.url_map.iter_rules()]
+        app.asgi_app = RestFrontDoor(  # type: ignore[method-assign, assignment]
+            emu,
+            app.asgi_app,
+            reserved=reserved_prefixes(rules, rest_endpoints),
+            max_body=MAX_CONTENT_LENGTH,
+            body_timeout=app.config["BODY_TIMEOUT"],
+            logger=app.logger,
+        )
     return app

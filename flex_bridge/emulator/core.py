@@ -27,6 +27,10 @@ DEFAULT_ACCOUNT_SID = "ACf1eb0000000000000000000000000001"
 DEFAULT_AUTH_TOKEN = "emulator-auth-token"
 DEFAULT_API_KEY = "SKf1eb0000000000000000000000000001"
 DEFAULT_API_SECRET = "emulator-api-secret"
+# How REST requests reach the REST core: the ASGI front door (emulator/front_door.py), or
+# Quart's routes, as before it (docs/emulator.md).
+REST_PATHS = ("asgi", "quart")
+DEFAULT_REST_PATH = "asgi"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,7 @@ class EmulatorConfig:
     event_attempts: int = 3
     event_retry_base: float = 1.0
     webhook_signing: tuple[SharedKey, ...] = ()  # empty: the auth token signs (HMAC-SHA1)
+    rest_path: str = DEFAULT_REST_PATH  # one of REST_PATHS
 
 
 class Emulator:

@@ -9,5 +9,8 @@
   agent's Flex token (the stand-in ``SyncClient`` of ``sync/client`` talks to it).
 
 ``guard`` holds what they share in front of an API (authentication, injected faults) and
-``responses`` the JSON answers; ``flex_bridge.emulator.app`` puts them together.
+``responses`` the JSON answers, both adapters over the framework-free REST core
+(``flex_bridge.emulator.rest``, ``flex_bridge.emulator.answers``), which the ASGI front door
+(``flex_bridge.emulator.front_door``) serves REST requests with, ahead of these blueprints;
+``flex_bridge.emulator.app`` puts them together.
 """

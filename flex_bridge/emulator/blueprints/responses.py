@@ -4,26 +4,32 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from quart import Response, request
 
+from flex_bridge.emulator.answers import Answer, error_answer, json_answer
 from flex_bridge.emulator.api import ApiError
+from flex_bridge.emulator.front_door import DROP_KEY
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    if body is None:
-        return Response("", status=status, headers=headers or {})
-    return Response(
-        json.dumps(body, separators=(",", ":")),
-        status=status,
-        headers=headers or {},
-        content_type="application/json",
-    )
+def to_response(answer: Answer) -> Response:
+    """An :class:`Answer` as Quart's response; one to drop marks the request so that
+    ``front_door.with_dropped_responses`` loses it."""
+    if answer.drop:
+        cast(dict[str, Any], request.scope)[DROP_KEY]["drop"] = True
+    return Response(answer.body, status=answer.status, headers=dict(answer.headers))
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return to_response(json_answer(body, status, headers))
 
 
 def error_response(exc: ApiError) -> Response:
-    return json_response(exc.body(), exc.status, exc.headers)
+    return to_response(error_answer(exc))
 
 
 def bad_request(message: str) -> Response:

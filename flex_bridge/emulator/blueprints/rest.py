@@ -1,20 +1,22 @@
-"""Twilio's REST APIs: one blueprint per emulated product, served by that product's router.
+"""Twilio's REST APIs through Quart: one blueprint per emulated product, served by that
+product's router, and the 404 of any other product.
 
-``/<product>/v1/...`` is resolved against the product's OpenAPI document, checked, applied by
-its handler and logged; a product the emulator does not serve is a 404.
+The compatibility path (``EmulatorConfig.rest_path = "quart"``), and what the ASGI front door
+(:mod:`flex_bridge.emulator.front_door`) leaves to Quart. Both are thin adapters over the
+REST core, :func:`flex_bridge.emulator.rest.serve`: here the request's parts come from
+Quart's ``request``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
 
 from quart import Blueprint, Response, request
 
-from flex_bridge.emulator.api import ApiError, Call, parse_fields
-from flex_bridge.emulator.blueprints.guard import authenticated, inject, lose, unauthenticated
-from flex_bridge.emulator.blueprints.responses import error_response, json_response
+from flex_bridge.emulator import rest as core
+from flex_bridge.emulator.blueprints.guard import request_headers
+from flex_bridge.emulator.blueprints.responses import to_response
 from flex_bridge.emulator.core import Emulator
-from flex_bridge.emulator.log import mask
 
 METHODS = ["GET", "POST", "DELETE"]
 
@@ -36,45 +38,24 @@ def unknown_products() -> Blueprint:
 
     @blueprint.route("/<product>/v1/<path:rest>", methods=METHODS)
     async def unknown(product: str, rest: str) -> Response:
-        return error_response(ApiError(404, 20404, f"Unknown product {product!r}"))
+        return to_response(core.unknown_product(product))
 
     return blueprint
 
 
+async def _form() -> list[tuple[str, str]]:
+    # Quart's form: werkzeug's RequestEntityTooLarge over MAX_CONTENT_LENGTH (app.http_error).
+    return list((await request.form).items(multi=True))
+
+
+def _query() -> Iterator[tuple[str, str]]:
+    # Lazy: the query is parsed once the operation is known, as it always was.
+    yield from request.args.items(multi=True)
+
+
 async def serve(emu: Emulator, product: str, path: str) -> Response:
     """Authenticate, inject faults, resolve, check, apply and log one REST request."""
-    router = emu.routers[product]
-    if not authenticated(emu):
-        return unauthenticated()
-    method = request.method
-    form_items: list[tuple[str, str]] = []
-    if method == "POST":
-        form_items = list((await request.form).items(multi=True))
-    decision, injected = await inject(emu, product, method, path, dict(form_items))
-    if injected is not None:
-        return injected
-    entry: dict[str, Any] = {"product": product, "method": method, "path": path}
-    try:
-        op, params, handler = router.resolve(method, path)
-        form = parse_fields(op.form_fields, form_items, where="form", required=op.required)
-        query = parse_fields(op.query_params, list(request.args.items(multi=True)), where="query")
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        call = Call(op, params, form, query, headers, emu.clock.now(), path)
-        entry["template"] = op.template
-        entry["form"] = mask(form)
-        entry["if_match"] = call.if_match()
-        reply = handler(call)
-    except ApiError as exc:
-        emu.log.append("rest", **entry, status=exc.status, code=exc.code, applied=False)
-        return error_response(exc)
-    emu.log.append(
-        "rest",
-        **entry,
-        status=reply.status,
-        applied=True,
-        fault=f"lose_{decision.lose_mode}" if decision.lose_mode else None,
+    answer = await core.serve(
+        emu, product, request.method, path, request_headers(), _form, _query()
     )
-    lost = lose(emu, decision)
-    if lost is not None:
-        return lost
-    return json_response(reply.body, reply.status, reply.headers)
+    return to_response(answer)
