@@ -2,11 +2,14 @@
 
 The same open-loop load for each system in turn, one system per round: a bridge of the
 scenario's own (the bench's policy and production defaults, without the reconcile sweep: see
-``CPU_POLICY``), the Flask baseline and the Node peer (``bench/peers/node``: Express and the
-official ``twilio`` npm package, inline, as a Twilio Function would). ``cpu_warmup``
+``CPU_POLICY``), the Flask baseline, the Node peer (``bench/peers/node``: Express and the
+official ``twilio`` npm package, inline, as a Twilio Function would) and the Python floor peer
+(``bench/peers/python_floor``, system ``floor``: the same job inline on a raw ASGI app on
+uvicorn with httptools and uvloop, through the ``twilio`` package's async client; a lower
+bound for Python with that package). ``cpu_warmup``
 callbacks, then ``cpu_n`` measured ones at ``cpu_rate``/s, with L ms injected on every
-TaskRouter and Sync call; ``cpu_rounds`` rounds per system in alternating order, the median
-counts.
+TaskRouter and Sync call; ``cpu_rounds`` rounds per system in alternating order (bridge,
+baseline, node, floor, then floor, node, baseline, bridge), the median counts.
 
 What is measured, per round: CPU seconds (utime + stime from ``/proc/<pid>/stat``: every
 thread, living descendants, reaped children) of the system's server process and, apart, of
@@ -68,6 +71,7 @@ from bench.harness import (
     node_peer_ready,
     outcome,
     percentile,
+    python_floor,
 )
 
 if TYPE_CHECKING:
@@ -250,7 +254,7 @@ class CpuScenario:
         self.config = bench.config
         self.tools: list[Proc] = []  # profilers running in this round
         self.bridge: Server | None = None  # the scenario's own bridge
-        self.systems: dict[str, Server] = {}  # bridge, baseline, node: the systems measured
+        self.systems: dict[str, Server] = {}  # bridge, baseline, node, floor: those measured
         self.bridge_rows: list[JSON] = []  # every bridge round's checks, profiled ones too
 
     def idle(self, server: Server | None) -> list[Server]:
@@ -295,6 +299,8 @@ class CpuScenario:
             started.append(self.systems["node"])
         else:
             b.say(f"  node peer skipped: {why_not}")
+        self.systems["floor"] = python_floor(b.workdir, b.emulator)
+        started.append(self.systems["floor"])
         rounds: dict[str, list[JSON]] = {name: [] for name in self.systems}
         profile: JSON | None = None
         try:
@@ -535,6 +541,7 @@ class CpuScenario:
         br = median("bridge", "ms_per_accept")
         bl = median("baseline", "ms_per_accept")
         nd = median("node", "ms_per_accept")
+        fl = median("floor", "ms_per_accept")
         return {
             "n": c.cpu_n,
             "warmup": c.cpu_warmup,
@@ -546,6 +553,8 @@ class CpuScenario:
             "baseline_ms_per_accept": bl,
             "node_ms_per_accept": nd,
             "node_skipped": node_skipped,
+            # The Python floor peer: the least a Python server with the twilio package spends.
+            "floor_ms_per_accept": fl,
             # The emulator in the bridge's rounds (what the bridge costs it); each system's
             # own figure is in emulator_ms_per_accept_by_system.
             "emulator_ms_per_accept": median("bridge", "emulator_ms_per_accept"),
@@ -559,11 +568,16 @@ class CpuScenario:
             "ms_per_accept_by_system": {name: median(name, "ms_per_accept") for name in rounds},
             "ratio_baseline_over_bridge": round(bl / br, 2) if br and bl else None,
             "ratio_node_over_bridge": round(nd / br, 2) if br and nd else None,
+            "ratio_baseline_over_floor": round(bl / fl, 2) if fl and bl else None,
+            "ratio_floor_over_node": round(fl / nd, 2) if fl and nd else None,
             # The bridge's, over every round it ran here (profiled ones too).
             "lost_intents": sum(r["lost_intents"] for r in self.bridge_rows),
             "double_accepts": sum(r["double_accepts"] for r in self.bridge_rows),
             "target_bridge_at_most_third_of_baseline": bool(br and bl and br <= bl / 3),
             "target_bridge_at_most_node": bool(br and nd and br <= nd),
+            # Whether even the floor meets the bridge's 1/3 target: if not, no Python server
+            # keeping the twilio package can.
+            "floor_within_third_of_baseline": bool(fl and bl and fl <= bl / 3),
             "by_system": {name: rows for name, rows in rounds.items()},
             "profile": profile,
         }
@@ -576,15 +590,18 @@ def table_lines(cpu: JSON) -> list[str]:
         return "-" if value is None else f"{value:.2f} ms"
 
     by = cpu.get("emulator_ms_per_accept_by_system", {})
+    floor = cpu.get("floor_ms_per_accept")
     lines = [
         "",
         f"cpu: {cpu['n']} accepts per round at {cpu['rate_per_s']:g}/s, L={cpu['latency_ms']:g} "
         f"ms, median of {cpu['rounds']} round(s) per system; {cpu['pinning']}",
-        f"  {'CPU per accepted reservation':<34} {'bridge':>14} {'baseline':>14} {'node':>14}",
+        f"  {'CPU per accepted reservation':<34} {'bridge':>14} {'baseline':>14} {'node':>14} "
+        f"{'python floor':>14}",
         f"  {'system under test':<34} {fmt(cpu['bridge_ms_per_accept']):>14} "
-        f"{fmt(cpu['baseline_ms_per_accept']):>14} {fmt(cpu['node_ms_per_accept']):>14}",
+        f"{fmt(cpu['baseline_ms_per_accept']):>14} {fmt(cpu['node_ms_per_accept']):>14} "
+        f"{fmt(floor):>14}",
         f"  {'emulator, in that round':<34} {fmt(by.get('bridge')):>14} "
-        f"{fmt(by.get('baseline')):>14} {fmt(by.get('node')):>14}",
+        f"{fmt(by.get('baseline')):>14} {fmt(by.get('node')):>14} {fmt(by.get('floor')):>14}",
         f"  baseline / bridge: {cpu['ratio_baseline_over_bridge']}x; node / bridge: "
         f"{cpu['ratio_node_over_bridge']}x; emulator per request (bridge round): "
         f"{fmt(cpu['emulator_ms_per_request'])}",
@@ -593,6 +610,13 @@ def table_lines(cpu: JSON) -> list[str]:
         f"bridge <= node -> {'met' if cpu['target_bridge_at_most_node'] else 'MISSED'}; "
         f"lost {cpu['lost_intents']}, doubled {cpu['double_accepts']}",
     ]
+    if floor is not None:
+        within = cpu.get("floor_within_third_of_baseline")
+        lines.append(
+            f"  python floor: baseline / floor {cpu.get('ratio_baseline_over_floor')}x, "
+            f"floor / node {cpu.get('ratio_floor_over_node')}x; the floor within 1/3 of the "
+            f"baseline -> {'yes' if within else 'NO'}"
+        )
     if cpu.get("node_skipped"):
         lines.append(f"  node peer skipped: {cpu['node_skipped']}")
     return lines

@@ -630,8 +630,9 @@ via = "rest"
 
 
 class Server:
-    """The bridge (``flex-bridge serve``), the baseline (``python -m bench.baseline``) or the
-    Node peer (``node bench/peers/node/server.js``)."""
+    """The bridge (``flex-bridge serve``), the baseline (``python -m bench.baseline``), the
+    Node peer (``node bench/peers/node/server.js``) or the Python floor peer (``python -m
+    bench.peers.python_floor``)."""
 
     def __init__(
         self,
@@ -731,6 +732,12 @@ def node_peer(workdir: Path, emulator: Emulator) -> Server:
     return Server(
         "node", "", workdir, emulator, command=command, extra_env={"NODE_ENV": "production"}
     )
+
+
+def python_floor(workdir: Path, emulator: Emulator) -> Server:
+    """The Python floor peer (``bench/peers/python_floor``): the baseline's job, inline, on a
+    raw ASGI app on uvicorn (httptools, uvloop) with the ``twilio`` package's async client."""
+    return Server("floor", "bench.peers.python_floor", workdir, emulator, args=())
 
 
 # ----------------------------------------------------- any journal, through its own interface
