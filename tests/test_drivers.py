@@ -143,3 +143,24 @@ async def test_an_accept_takes_four_journal_commits_and_settles(tmp_path: Path, 
     finally:
         await coord.close()
         await journal.close()
+
+
+async def test_while_callbacks_are_answered_only_busy_limit_drivers_start() -> None:
+    """Callbacks first: during a burst at most ``busy_limit`` drivers run; the others start
+    as soon as no callback is being answered."""
+    rig = Rig(limit=10)
+    rig.drivers.busy_limit = 2
+    with rig.drivers.ingress.answering():
+        for name in ("a", "b", "c", "d"):
+            rig.drivers.start(name)
+        await asyncio.sleep(0)
+        assert rig.names() == ["a", "b"] and len(rig.drivers) == 4
+        with rig.drivers.ingress.answering():  # another callback, ending first
+            pass
+        await asyncio.sleep(0)
+        assert rig.names() == ["a", "b"]
+    await asyncio.sleep(0)  # the last callback answered: the waiting ones start
+    assert rig.names() == ["a", "b", "c", "d"]
+    for name in "abcd":
+        await rig.end(name)
+    assert len(rig.drivers) == 0

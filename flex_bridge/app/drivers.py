@@ -9,6 +9,13 @@ that waits here would otherwise have waited for a connection instead: the wait m
 does not grow. Time limits (announce window, deadline) are absolute, so an intent that waited
 here past its deadline meets it at its first step.
 
+Callbacks first: while TaskRouter's callbacks are being answered (``ingress``), at most
+``busy_limit`` drivers run, so a burst of callbacks is acknowledged at the speed of the HTTP
+stack rather than sharing the CPU with hundreds of intents' Sync and TaskRouter calls. The
+others wait their turn, and start as soon as no callback is being answered, or as drivers
+end. An intent's own callback counts too, so at a moderate rate nothing waits: fewer than
+``busy_limit`` intents are in flight.
+
 Only a driver started with ``reserve`` gets a hand-off (the intent as submitted, and the lease
 taken with it), so the driver need not read the intent or take the lease again.
 """
@@ -16,8 +23,9 @@ taken with it), so the driver need not read the intent or take the lease again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from flex_bridge.domain.intents import Intent
@@ -27,6 +35,25 @@ Handoff = tuple[Intent, int]
 Drive = Callable[[str, Handoff | None], Coroutine[Any, Any, None]]
 
 DRIVERS_LIMIT = 500
+BUSY_LIMIT = 16
+
+
+class Ingress:
+    """How many callbacks are being answered now; ``on_quiet`` runs when none are."""
+
+    def __init__(self, on_quiet: Callable[[], None]) -> None:
+        self.count = 0
+        self.on_quiet = on_quiet
+
+    @contextlib.contextmanager
+    def answering(self) -> Iterator[None]:
+        self.count += 1
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self.on_quiet()
 
 
 class Drivers:
@@ -35,11 +62,14 @@ class Drivers:
         drive: Drive,
         *,
         limit: int = DRIVERS_LIMIT,
+        busy_limit: int = BUSY_LIMIT,
         on_count: Callable[[int], None] = lambda n: None,
         on_done: Callable[[str, asyncio.Task[None]], None] = lambda i, t: None,
     ) -> None:
         self.drive = drive
         self.limit = limit
+        self.busy_limit = busy_limit
+        self.ingress = Ingress(self._follow)
         self.on_count = on_count
         self.on_done = on_done
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -57,9 +87,13 @@ class Drivers:
     def driving(self) -> int:
         return len(self._tasks)
 
+    def _free(self) -> bool:
+        limit = self.busy_limit if self.ingress.count else self.limit
+        return len(self._tasks) + self._reserved < limit
+
     def reserve(self) -> bool:
         """Hold a driver's place for an intent being submitted, if one is free."""
-        if self.closing or len(self._tasks) + self._reserved >= self.limit:
+        if self.closing or not self._free():
             return False
         self._reserved += 1
         return True
@@ -75,7 +109,7 @@ class Drivers:
             self._reserved -= 1
         if intent_id in self or self.closing:
             return
-        if handoff is not None or len(self._tasks) + self._reserved < self.limit:
+        if handoff is not None or self._free():
             self._run(intent_id, handoff)
         else:
             self._waiting[intent_id] = None
@@ -101,7 +135,7 @@ class Drivers:
     def _follow(self) -> None:
         """Start waiting intents, the oldest first, in the places free."""
         while self._waiting and not self.closing:
-            if len(self._tasks) + self._reserved >= self.limit:
+            if not self._free():
                 return
             following = next(iter(self._waiting))
             del self._waiting[following]

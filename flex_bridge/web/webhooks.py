@@ -56,15 +56,16 @@ def _webhook(endpoint: str, *required: str) -> Callable[[WebhookHandler], Webhoo
     def register(handler: WebhookHandler) -> WebhookHandler:
         async def view() -> Response:
             started = time.perf_counter()
-            form = await _verified(endpoint)
-            if isinstance(form, Response):
-                return form
             svc = services()
-            missing = [k for k in required if not form.get(k)]
-            if missing:
-                svc.metrics.webhooks.labels(endpoint, "bad_request").inc()
-                return error(400, "missing_parameter", f"missing {', '.join(missing)}")
-            response, result = await handler(svc, form)
+            with svc.coordinator.drivers.ingress.answering():  # callbacks first (app.drivers)
+                form = await _verified(endpoint)
+                if isinstance(form, Response):
+                    return form
+                missing = [k for k in required if not form.get(k)]
+                if missing:
+                    svc.metrics.webhooks.labels(endpoint, "bad_request").inc()
+                    return error(400, "missing_parameter", f"missing {', '.join(missing)}")
+                response, result = await handler(svc, form)
             svc.metrics.webhooks.labels(endpoint, result).inc()
             svc.metrics.webhook_latency.labels(endpoint).observe(time.perf_counter() - started)
             return response
@@ -89,7 +90,8 @@ async def assignment(svc: Services, form: Mapping[str, str]) -> tuple[Response, 
     try:
         reply_by = time.monotonic() + REPLY_BUDGET
         offer = OfferFacts.from_callback(form)
-        reply = await asyncio.wait_for(answer_callback(svc, offer, reply_by), REPLY_BUDGET)
+        async with asyncio.timeout(REPLY_BUDGET):
+            reply = await answer_callback(svc, offer, reply_by)
     except TimeoutError:
         late = f"no decision within {REPLY_BUDGET:.1f} s"
         return _deferred(form, "deferred_late", logging.WARNING, late)
