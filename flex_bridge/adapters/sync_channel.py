@@ -2,8 +2,11 @@
 
 ``SyncChannelPort`` is the seam; ``TwilioSyncChannel`` writes through the official client.
 
-- The map ``flex-bridge.worker.<WorkerSid>`` is created on first use and remembered (409
-  means it exists already).
+- The map ``flex-bridge.worker.<WorkerSid>`` is created when a write finds it missing (404),
+  then the write goes again (409 on the creation means it exists already). Maps outlive
+  processes, so a fresh process (a restart, another instance) writes straight away instead
+  of spending a map creation per worker: Sync counts each against the service's write rate
+  even when it meets a 409.
 - Every write sends ``If-Match`` with the last revision this process knows, and the item TTL
   (TTLs are fixed at write time, so each write extends it).
 - A write never moves an item backwards (``domain.intents.may_overwrite``): on 412 or 409 the
@@ -70,7 +73,6 @@ class TwilioSyncChannel:
         self.service_sid = service_sid
         self.ttl = ttl
         self.on_write = on_write or (lambda outcome: None)
-        self._maps: set[str] = set()
         # The last revision and data this process wrote or read, per item: the If-Match of
         # the next write. Bounded (least recently used out): an item it no longer knows is
         # created, and on 409 read first, so forgetting costs a round trip, never correctness.
@@ -81,17 +83,14 @@ class TwilioSyncChannel:
     def _service(self) -> Any:
         return self.client.sync.v1.services(self.service_sid)
 
-    async def _ensure_map(self, name: str) -> None:
-        if name in self._maps:
-            return
+    async def _create_map(self, name: str) -> None:
         try:
             await call(lambda: self._service.sync_maps.create_async(unique_name=name))
             self.on_write("map_created")
         except AlreadyExistsError:
             pass
         except AmbiguousOutcomeError:
-            pass  # created or not: the item write below tells (404 -> create again)
-        self._maps.add(name)
+            pass  # created or not: the item write tells (404 -> create again)
 
     async def read(self, worker_sid: str, key: str) -> JSON | None:
         name = map_name(worker_sid)
@@ -108,7 +107,6 @@ class TwilioSyncChannel:
 
     async def publish(self, worker_sid: str, key: str, data: JSON) -> bool:
         name = map_name(worker_sid)
-        await self._ensure_map(name)
         items = self._service.sync_maps(name).sync_map_items
         for _ in range(MAX_WRITE_ROUNDS):
             known = self._known.get((name, key))
@@ -133,8 +131,8 @@ class TwilioSyncChannel:
                     )
             except NotFoundError:
                 if known is None:
-                    self._maps.discard(name)  # the map itself is gone (expired or deleted)
-                    await self._ensure_map(name)
+                    # The map is missing: never created, or expired, or deleted.
+                    await self._create_map(name)
                 else:
                     self._known.pop((name, key), None)  # the item expired: create it again
                 continue
