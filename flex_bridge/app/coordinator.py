@@ -313,16 +313,23 @@ class Coordinator:
             async with asyncio.timeout(window.wait):
                 await self._write(intent, window.retry_until)
         except (FlexBridgeError, TimeoutError) as exc:
-            self.metrics.sync_writes.labels("announce_failed").inc()
-            move = protocol.after_failed_announce(mode)
-            what = "no change" if move.state == "refused" else "going ahead"
-            why = str(exc) or type(exc).__name__
-            log_intent(intent, "Sync unavailable (%s: %s): %s", mode, what, why, level=WARNING)
-            return await self._move(intent, ("recorded",), **move.changes())
+            return await self._unannounced(intent, str(exc) or type(exc).__name__)
         self.metrics.sync_writes.labels("announced").inc()
         if count_attempt and intent.attempts == 0:
             return await self._move(intent, ("recorded",), state="announced", attempts=1)
         return await self._move(intent, ("recorded",), state="announced")
+
+    async def _unannounced(self, intent: Intent, why: str) -> Intent:
+        """Rule 7, on every path where the announce failed: counted, logged (WARNING), and
+        then no change (strict) or going ahead without the announcement (degrade)."""
+        mode = self.policy.sync.mode
+        move = protocol.after_failed_announce(mode)
+        self.metrics.sync_writes.labels("announce_failed").inc()
+        if move.state != "refused":
+            self.metrics.sync_writes.labels("went_ahead_unannounced").inc()
+        what = "no change" if move.state == "refused" else "going ahead"
+        log_intent(intent, "Sync unavailable (%s: %s): %s", mode, what, why, level=WARNING)
+        return await self._move(intent, ("recorded",), **move.changes())
 
     async def _enrich(self, intent: Intent) -> Intent:
         """Enrich the task within the budget, before the reservation's deadline (``Enrich``
@@ -458,9 +465,8 @@ class Coordinator:
         self.metrics.sync_writes.labels("settled").inc()
         settled = await self._move(intent, ("applied", "refused"), state="settled", release=True)
         if settled.settled:
-            self.metrics.intents.labels(
-                settled.op, settled.source, settled.outcome or "unknown"
-            ).inc()
+            outcome = protocol.metric_outcome(settled.outcome, settled.reservation_status)
+            self.metrics.intents.labels(settled.op, settled.source, outcome).inc()
         self.waiters.notify(intent.intent_id)
         status = None
         if settled.settled:
@@ -523,9 +529,7 @@ class Coordinator:
         try:
             announced = await asyncio.wait_for(self._announce(intent), timeout)
         except TimeoutError:
-            move = protocol.after_failed_announce(self.policy.sync.mode)
-            log_intent(intent, "announce not done in %.1f s: %s", timeout, move.state)
-            announced = await self._move(intent, ("recorded",), **move.changes())
+            announced = await self._unannounced(intent, f"announce not done in {timeout:.1f} s")
         if announced.state == "refused":
             self.start(announced.intent_id)  # settle the refusal on the channel
         return announced

@@ -142,6 +142,19 @@ def after_failed_announce(mode: SyncMode) -> Move:
     return Move("announced", late_announce=True)
 
 
+# What ``flex_bridge_intents_total{outcome}`` says of a settled intent: a change that failed
+# because the offer ended by itself (nobody asked: it timed out, the task was canceled, or
+# TaskRouter rescinded it) is counted apart from a change TaskRouter refused.
+ENDED_BY_ITSELF: Final = frozenset({"timeout", "canceled", "rescinded"})
+
+
+def metric_outcome(outcome: str | None, reservation_status: str | None) -> str:
+    """``applied``, ``failed``, or (a failure whose offer ended by itself) its status."""
+    if outcome == "failed" and reservation_status in ENDED_BY_ITSELF:
+        return reservation_status
+    return outcome or "unknown"
+
+
 # ------------------------------------------------------------------------- TaskRouter's word
 @dataclass(frozen=True, slots=True)
 class Verdict:
