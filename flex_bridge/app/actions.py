@@ -3,7 +3,9 @@
 Each takes a caller already authenticated (a ``FlexIdentity``) and plain values already
 parsed, and raises the exception tree of ``flex_bridge.errors`` on refusal; the web layer maps
 those to HTTP answers in one place. Agents act on their own worker's reservations, and patch
-only tasks reserved to them; supervisors and admins on any.
+only tasks reserved to them; supervisors and admins on any. Agents never write the keys the
+bridge owns (``domain.attributes.BRIDGE_OWNED``, and the escalation's routing keys), and ask
+only what the policy's ``[agents]`` allows (call targets, callback URLs, caller IDs).
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from typing import TYPE_CHECKING
 
 from flex_bridge.adapters.flex_tokens import FlexIdentity
 from flex_bridge.app.attributes import PatchResult, patch_attributes
+from flex_bridge.domain.attributes import check_not_owned
+from flex_bridge.domain.escalation import owned_keys
 from flex_bridge.domain.intents import Intent
+from flex_bridge.domain.policy import check_agent_params
 from flex_bridge.domain.protocol import reservation_deadline
 from flex_bridge.domain.types import JSON, Op
 from flex_bridge.errors import (
@@ -87,6 +92,7 @@ async def request_change(
 ) -> Intent:
     """Submit the agent's ``op`` (or join the same op in flight) and wait up to ``wait``
     seconds for it to settle; the intent as it then is."""
+    check_agent_params(svc.settings.policy.agents, op, params)  # before anything is asked
     task_sid = params.pop("task_sid")
     worker_sid, deadline = await reservation_facts(svc, task_sid, reservation_sid)
     if not allowed(identity, worker_sid):
@@ -136,7 +142,10 @@ async def _may_patch(svc: Services, identity: FlexIdentity, task_sid: str) -> No
 async def patch_task_attributes(
     svc: Services, identity: FlexIdentity, task_sid: str, patch: JSON, *, replace_malformed: bool
 ) -> PatchResult:
-    """Apply a JSON Merge Patch to the task's attributes, if ``identity`` may."""
+    """Apply a JSON Merge Patch to the task's attributes, if ``identity`` may. An agent's
+    patch that sets or deletes a key the bridge owns is refused before anything is read."""
+    if not identity.is_supervisor:
+        check_not_owned(patch, owned_keys(svc.settings.policy.timeout))
     await _may_patch(svc, identity, task_sid)
     try:
         return await patch_attributes(

@@ -14,13 +14,13 @@ arrived; instruction rules cannot answer a callback that is gone, so their op go
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flex_bridge.adapters.taskrouter import Offer
+from flex_bridge.domain.attributes import TooDeep, read_attributes
 from flex_bridge.domain.intents import Intent
 from flex_bridge.domain.ops import instruction_reply
 from flex_bridge.domain.policy import AssignmentRule, choose_rule
@@ -38,14 +38,10 @@ TIMEOUT_LOOKUP_BOUND = 1.0  # seconds a callback may spend learning the workflow
 INSTRUCT_MARGIN = 0.5  # seconds before the reply's deadline that recording an instruction needs
 
 
-def attributes(raw: str | None) -> JSON:
+def attributes(raw: str | None, what: str = "the attributes") -> JSON:
     """Task or worker attributes as TaskRouter sends them (a JSON string); ``{}`` if not an
-    object."""
-    try:
-        value = json.loads(raw or "{}")
-    except (ValueError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    object; ``TooDeep`` (a ``ValidationError``) when nested deeper than ``MAX_DEPTH``."""
+    return read_attributes(raw, what)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +65,8 @@ class OfferFacts:
             worker_sid=form["WorkerSid"],
             task_queue_sid=form.get("TaskQueueSid") or None,
             workflow_sid=form.get("WorkflowSid") or None,
-            task_attributes=attributes(form.get("TaskAttributes")),
-            worker_attributes=attributes(form.get("WorkerAttributes")),
+            task_attributes=attributes(form.get("TaskAttributes"), "TaskAttributes"),
+            worker_attributes=attributes(form.get("WorkerAttributes"), "WorkerAttributes"),
         )
 
     @classmethod
@@ -82,8 +78,8 @@ class OfferFacts:
             worker_sid=res.worker_sid,
             task_queue_sid=offer.task_queue_sid,
             workflow_sid=offer.workflow_sid,
-            task_attributes=attributes(offer.task_attributes),
-            worker_attributes=attributes(offer.worker_attributes),
+            task_attributes=attributes(offer.task_attributes, "TaskAttributes"),
+            worker_attributes=attributes(offer.worker_attributes, "WorkerAttributes"),
             created_at=res.date_created,
         )
 
@@ -180,7 +176,15 @@ async def adopt_missed_offers(svc: Services) -> int:
         return 0
     adopted = 0
     for found in offers:
-        offer = OfferFacts.from_offer(found)
+        try:
+            offer = OfferFacts.from_offer(found)
+        except TooDeep as exc:  # one offer the policy cannot read; the others still count
+            logger.warning(
+                "skipped a pending reservation at start-up adoption: %s",
+                exc,
+                extra={"reservation_sid": found.reservation.sid},
+            )
+            continue
         if await svc.journal.latest_for_reservation(offer.reservation_sid) is not None:
             continue
         rule = _rule(svc, offer)

@@ -48,6 +48,7 @@ from flex_bridge.app.metrics import Metrics
 from flex_bridge.app.plugins import load_callable
 from flex_bridge.domain.attributes import (
     MalformedExisting,
+    check_not_owned,
     parse_existing,
     parse_patch,
 )
@@ -159,9 +160,11 @@ def _checked_patch(value: Any) -> JSON:
     except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"returned something that is not JSON ({type(exc).__name__})") from None
     try:
-        return parse_patch(text)
+        patch = parse_patch(text)
+        check_not_owned(patch)  # the bridge's own keys are not an enricher's to write
     except FlexBridgeError as exc:
         raise ValueError(str(exc)) from None
+    return patch
 
 
 class Enrichment:

@@ -11,6 +11,12 @@ attributes. Everything here exists so that flex-bridge never sends one.
   it back to check it equals what was meant, so nothing truncated or mangled leaves.
 - ``parse_existing`` reads what the task holds now, and refuses to build on attributes that
   are not a JSON object unless the caller asked to replace them.
+- ``read_attributes`` reads attributes as TaskRouter sends them (callbacks, adopted offers):
+  leniently (``{}`` for what is not an object), but never nested deeper than ``MAX_DEPTH``.
+- ``BRIDGE_OWNED`` names the keys the bridge itself writes (the escalation); an agent's patch
+  touching one is refused (``check_not_owned``).
+
+``MAX_DEPTH`` is the one nesting bound for every JSON document the bridge reads from outside.
 """
 
 from __future__ import annotations
@@ -22,10 +28,17 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from flex_bridge.domain.types import JSON
-from flex_bridge.errors import ValidationError
+from flex_bridge.errors import ForbiddenError, ValidationError
 
 ATTRIBUTES_LIMIT: Final = 4096
 MAX_DEPTH: Final = 32
+
+# The top-level attribute keys the bridge itself writes: the escalation state
+# (``domain.escalation``). The policy's ``[timeout] routing`` keys are the bridge's too while
+# ``action = "escalate"`` (``escalation.owned_keys``). Enrichers' data is not: it is written
+# by the operator's enrichers, and the enrichment outcome goes on the channel item, not here.
+ESCALATION: Final = "escalation"
+BRIDGE_OWNED: Final = frozenset({ESCALATION})
 
 
 class PatchError(ValidationError):
@@ -39,6 +52,23 @@ class PatchError(ValidationError):
         super().__init__(f"{message} (at {where})" if where else message)
         self.where = where
         self.reason = message
+
+
+class TooDeep(PatchError):
+    """The document is nested deeper than ``MAX_DEPTH``."""
+
+
+class BridgeOwnedKeys(ForbiddenError):
+    """An agent's patch touches keys the bridge owns; ``keys`` names them."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        names = ", ".join(keys)
+        super().__init__(
+            f"the patch touches attribute(s) the bridge owns: {names}; agents may not set or "
+            "delete them"
+        )
+        self.keys = keys
+        self.where = ", ".join(_key_path("$", key) for key in keys)
 
 
 class TooLarge(ValidationError):
@@ -82,16 +112,17 @@ def _position(text: str, index: int) -> str:
     return f"line {line} column {column}"
 
 
-def _check_nesting(text: str, what: str) -> None:
-    """Refuse nesting deeper than ``MAX_DEPTH`` before parsing (so no RecursionError either)."""
+def check_depth(text: str, what: str, limit: int = MAX_DEPTH) -> None:
+    """Refuse nesting deeper than ``limit`` before parsing (so no RecursionError either):
+    ``TooDeep`` says where."""
     depth = 0
     for match in _STRUCTURE.finditer(text):
         char = match.group()
         if char in "{[":
             depth += 1
-            if depth > MAX_DEPTH:
-                raise PatchError(
-                    f"{what} is nested deeper than {MAX_DEPTH} levels",
+            if depth > limit:
+                raise TooDeep(
+                    f"{what} is nested deeper than {limit} levels",
                     _position(text, match.start()),
                 )
         elif char in "}]":
@@ -143,7 +174,7 @@ def parse_json_object(raw: bytes | str, *, what: str = "the patch") -> JSON:
         text = raw
     if text.startswith("\ufeff"):
         raise PatchError(f"{what} starts with a byte-order mark", "byte 0")
-    _check_nesting(text, what)
+    check_depth(text, what)
     # id(object) -> (the object, its first repeated key). Holding the object keeps its id
     # from being reused by a later one when a duplicate key drops it from the tree.
     duplicates: dict[int, tuple[JSON, str]] = {}
@@ -184,6 +215,33 @@ def _kind(value: Any) -> str:
 
 def parse_patch(raw: bytes | str) -> JSON:
     return parse_json_object(raw, what="the patch")
+
+
+def read_attributes(raw: str | None, what: str = "the attributes") -> JSON:
+    """Attributes as TaskRouter sends them (a JSON string): ``{}`` when empty, not JSON or not
+    an object (TaskRouter does not check them); ``TooDeep`` when nested deeper than
+    ``MAX_DEPTH``, which no attributes the bridge can act on are."""
+    text = raw or ""
+    check_depth(text, what)
+    try:
+        value = json.loads(text or "{}")
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def owned_keys_touched(
+    patch: Mapping[str, Any], owned: frozenset[str] = BRIDGE_OWNED
+) -> tuple[str, ...]:
+    """The keys of ``owned`` a merge patch sets or deletes (``null``), sorted."""
+    return tuple(sorted(key for key in patch if key in owned))
+
+
+def check_not_owned(patch: Mapping[str, Any], owned: frozenset[str] = BRIDGE_OWNED) -> None:
+    """``BridgeOwnedKeys`` when the patch touches a key of ``owned``."""
+    touched = owned_keys_touched(patch, owned)
+    if touched:
+        raise BridgeOwnedKeys(touched)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

@@ -26,7 +26,17 @@ def _sid_schema(prefix: str) -> JSON:
 
 
 _SID = _sid_schema("WA")
-_URL = {"type": "string", "format": "uri", "minLength": 1, "maxLength": 2048}
+# An absolute http(s) URL: ``format: uri`` (RFC 3986, enforced by jsonschema's checker with
+# rfc3986-validator) refuses relative references, the pattern every scheme but http and https
+# (``javascript:``, ``file:``, ``data:``): TaskRouter fetches these, or posts call data to them.
+URL_PATTERN: Final = "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+"
+_URL = {
+    "type": "string",
+    "format": "uri",
+    "pattern": URL_PATTERN,
+    "minLength": 1,
+    "maxLength": 2048,
+}
 _PHONE = {"type": "string", "minLength": 1, "maxLength": 256}
 # Call progress events (the StatusCallbackEvent of the voice instructions) and conference
 # events (ConferenceStatusCallbackEvent), as Twilio's OpenAPI document enumerates them.
@@ -182,6 +192,21 @@ INSTRUCTIONS: Final = frozenset({"conference", "dequeue", "call", "redirect"})
 # Instructions that ring the agent's leg: TaskRouter takes them, and the reservation stays
 # pending until the agent answers (accepted), or the ring times out or is canceled.
 VOICE: Final = frozenset({"conference", "dequeue", "call"})
+
+# The parameters of each op that name a URL TaskRouter (or Twilio's voice platform) fetches
+# for TwiML, that receive status callbacks, and that set the caller ID: what ``[agents]`` of
+# the policy restricts for plugin actions.
+TARGET_URL_PARAMS: Final[dict[str, tuple[str, ...]]] = {"call": ("url",), "redirect": ("url",)}
+CALLBACK_URL_PARAMS: Final[dict[str, tuple[str, ...]]] = {
+    "conference": ("status_callback", "conference_status_callback"),
+    "dequeue": ("status_callback_url",),
+    "call": ("status_callback_url",),
+}
+CALLER_ID_PARAMS: Final[dict[str, tuple[str, ...]]] = {
+    "conference": ("from",),
+    "dequeue": ("from",),
+    "call": ("from",),
+}
 
 
 def _form_value(value: Any) -> Any:

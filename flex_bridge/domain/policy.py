@@ -23,7 +23,16 @@ params = {}
 
 [events.handlers]
 "task.canceled" = ["mypackage.hooks:on_task_canceled"]
+
+[agents]                    # what plugin actions may ask (absent: anything valid)
+call_urls = ["https://handler.example.com/twiml/"]   # call/redirect ``url`` prefixes
+callback_urls = ["https://handler.example.com/status/"]  # status callback URL prefixes
+caller_ids = ["+15550100"]  # allowed ``from`` numbers
 ```
+
+Every number has bounds (``BOUNDS``) and must be a number (not a boolean, not a string, not
+a TOML date or time); tables whose values travel as JSON (match attributes, params, routing,
+enricher options) hold only strings, numbers, booleans, arrays and tables.
 
 Rules are tried in order; a rule without ``match`` matches every reservation; when none
 matches, the reservation is deferred. ``task_attributes`` and ``worker_attributes`` match
@@ -34,15 +43,24 @@ array, element types included).
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
+from urllib.parse import unquote, urlsplit
 
 import jsonschema
 
-from flex_bridge.domain.ops import PARAM_SCHEMAS
+from flex_bridge.domain.attributes import BRIDGE_OWNED, MAX_DEPTH
+from flex_bridge.domain.ops import (
+    CALLBACK_URL_PARAMS,
+    CALLER_ID_PARAMS,
+    PARAM_SCHEMAS,
+    TARGET_URL_PARAMS,
+)
 from flex_bridge.domain.types import JSON, Op, SyncMode, Via
+from flex_bridge.errors import ForbiddenError
 from flex_bridge.errors import PolicyError as PolicyError  # re-exported: callers catch it here
 
 RuleOp = Op | Literal["defer"]
@@ -129,6 +147,27 @@ class RetentionPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentsPolicy:
+    """``[agents]``: what a plugin action may ask. ``None``: any valid value; a tuple: only
+    URLs under one of these prefixes (same scheme and host, the path under the prefix's) or
+    one of these caller IDs. The policy's own rules are not restricted."""
+
+    call_urls: tuple[str, ...] | None = None  # call and redirect ``url``
+    callback_urls: tuple[str, ...] | None = None  # status callback URLs
+    caller_ids: tuple[str, ...] | None = None  # ``from`` of conference, dequeue, call
+
+
+class AgentParamRefused(ForbiddenError):
+    """A plugin action's parameter the ``[agents]`` policy does not allow; ``field`` names it
+    (and so does the message, which starts with it: plugin errors carry code and message
+    only)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     rules: tuple[AssignmentRule, ...] = ()
     sync: SyncPolicy = field(default_factory=SyncPolicy)
@@ -139,6 +178,68 @@ class Policy:
     enrichment: EnrichmentPolicy = field(default_factory=EnrichmentPolicy)
     reconcile: ReconcilePolicy = field(default_factory=ReconcilePolicy)
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
+    agents: AgentsPolicy = field(default_factory=AgentsPolicy)
+
+
+def _url_parts(url: str) -> tuple[str, str, str] | None:
+    """(scheme, host[:port], path) of an absolute http(s) URL, lower-cased where URLs are
+    case-insensitive; None when it is not one, or its path has ``.``/``..`` segments (which
+    would climb out of a prefix)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.netloc or "@" in parts.netloc:
+        return None
+    path = parts.path or "/"
+    segments = unquote(path).split("/")
+    if any(segment in (".", "..") for segment in segments) or "\\" in unquote(path):
+        return None
+    return scheme, parts.netloc.lower(), path
+
+
+def url_allowed(url: str, prefixes: tuple[str, ...]) -> bool:
+    """``url`` is under one of ``prefixes``: the same scheme and host (and port), and a path
+    starting with the prefix's path (``https://h.example`` allows every path of that host;
+    ``https://h.example/twiml`` allows ``/twiml`` and ``/twiml/…``, not ``/twiml-evil``)."""
+    parts = _url_parts(url)
+    if parts is None:
+        return False
+    for prefix in prefixes:
+        allowed = _url_parts(prefix)
+        if allowed is None or allowed[:2] != parts[:2]:
+            continue
+        base = allowed[2]
+        if parts[2] == base or parts[2].startswith(base if base.endswith("/") else base + "/"):
+            return True
+    return False
+
+
+def check_agent_params(agents: AgentsPolicy, op: str, params: Mapping[str, Any]) -> None:
+    """``AgentParamRefused`` naming the first parameter of a plugin action that ``agents``
+    does not allow."""
+    checks = (
+        (TARGET_URL_PARAMS, agents.call_urls, "agents.call_urls"),
+        (CALLBACK_URL_PARAMS, agents.callback_urls, "agents.callback_urls"),
+    )
+    for names, prefixes, setting in checks:
+        if prefixes is None:
+            continue
+        for name in names.get(op, ()):
+            value = params.get(name)
+            if isinstance(value, str) and not url_allowed(value, prefixes):
+                raise AgentParamRefused(
+                    name, f"{name}: this URL is not allowed for plugin actions ({setting})"
+                )
+    if agents.caller_ids is not None:
+        for name in CALLER_ID_PARAMS.get(op, ()):
+            value = params.get(name)
+            if isinstance(value, str) and value not in agents.caller_ids:
+                raise AgentParamRefused(
+                    name,
+                    f"{name}: this caller ID is not allowed for plugin actions (agents.caller_ids)",
+                )
 
 
 def _same(want: Any, have: Any) -> bool:
@@ -210,6 +311,31 @@ def _known(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
         raise PolicyError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
 
 
+# Sync keeps an item at most a year: a longer TTL fails every write (Twilio error 54208).
+MAX_ITEM_TTL: Final = 31_536_000
+DAY: Final = 86_400.0
+YEAR: Final = 365 * DAY
+_DATES = (datetime.date, datetime.time)  # datetime.datetime is a date
+
+
+def _what(value: Any) -> str:
+    if isinstance(value, datetime.datetime):
+        return "a TOML datetime"
+    if isinstance(value, datetime.date):
+        return "a TOML date"
+    if isinstance(value, datetime.time):
+        return "a TOML time"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "a table"
+    return type(value).__name__
+
+
 def _number(
     table: Mapping[str, Any],
     key: str,
@@ -217,18 +343,57 @@ def _number(
     where: str,
     *,
     minimum: float = 0.0,
+    maximum: float = math.inf,
     integer: bool = False,
 ) -> Any:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PolicyError(f"{where}.{key} must be a number")
+        raise PolicyError(f"{where}.{key} must be a number, not {_what(value)}")
     if not math.isfinite(value):
         raise PolicyError(f"{where}.{key} must be finite")
     if integer and not isinstance(value, int):
         raise PolicyError(f"{where}.{key} must be an integer")
     if value < minimum:
         raise PolicyError(f"{where}.{key} must be at least {minimum}")
+    if value > maximum:
+        shown = int(maximum) if float(maximum).is_integer() else maximum
+        raise PolicyError(f"{where}.{key} must be at most {shown}")
     return value
+
+
+def _string(table: Mapping[str, Any], key: str, default: str | None, where: str) -> Any:
+    value = table.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise PolicyError(f"{where}.{key} must be a string, not {_what(value)}")
+    return value
+
+
+def _json_value(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse what cannot travel as JSON: TOML dates and times (anywhere), and nesting deeper
+    than attributes may be."""
+    if depth > MAX_DEPTH:
+        raise PolicyError(f"{where} is nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, _DATES):
+        raise PolicyError(
+            f"{where} must be a string, number, boolean, array or table, not {_what(value)} "
+            "(quote it to make it a string)"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise PolicyError(f"{where} must be finite")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _json_value(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            _json_value(item, f"{where}[{n}]", depth + 1)
+
+
+def _json_table(table: Mapping[str, Any], key: str, where: str, what: str = "") -> JSON:
+    value = table.get(key, {})
+    if not isinstance(value, Mapping):
+        raise PolicyError(f"{where}.{key} must be a table{what}")
+    _json_value(value, f"{where}.{key}")
+    return dict(value)
 
 
 def _match(raw: Any, where: str) -> Match:
@@ -241,15 +406,12 @@ def _match(raw: Any, where: str) -> Match:
     )
     for key in ("task_queue_sid", "workflow_sid"):
         if key in raw and not isinstance(raw[key], str):
-            raise PolicyError(f"{where}.match.{key} must be a string")
-    for key in ("task_attributes", "worker_attributes"):
-        if key in raw and not isinstance(raw[key], Mapping):
-            raise PolicyError(f"{where}.match.{key} must be a table")
+            raise PolicyError(f"{where}.match.{key} must be a string, not {_what(raw[key])}")
     return Match(
         task_queue_sid=raw.get("task_queue_sid"),
         workflow_sid=raw.get("workflow_sid"),
-        task_attributes=dict(raw.get("task_attributes", {})),
-        worker_attributes=dict(raw.get("worker_attributes", {})),
+        task_attributes=_json_table(raw, "task_attributes", f"{where}.match"),
+        worker_attributes=_json_table(raw, "worker_attributes", f"{where}.match"),
     )
 
 
@@ -267,9 +429,8 @@ def _rule(raw: Any, n: int) -> AssignmentRule:
     via = raw.get("via", "rest")
     if via not in ("rest", "instruction"):
         raise PolicyError(f"{where}.via must be 'rest' or 'instruction'")
-    params = raw.get("params", {})
-    if not isinstance(params, Mapping):
-        raise PolicyError(f"{where}.params must be a table")
+    params = _json_table(raw, "params", where)
+    name = _string(raw, "name", f"rule {n}", where)
     if op == "defer":
         if params:
             raise PolicyError(f"{where}: defer takes no params")
@@ -279,14 +440,17 @@ def _rule(raw: Any, n: int) -> AssignmentRule:
         schema = dict(PARAM_SCHEMAS[op])
         schema["required"] = [r for r in schema["required"] if r != "task_sid"]
         try:
-            jsonschema.validate(dict(params), schema)
+            # The format checker too: a rule's URLs are absolute http(s) URLs, like a plugin's.
+            jsonschema.validate(
+                dict(params), schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+            )
         except jsonschema.ValidationError as exc:
             path = ".".join(str(p) for p in exc.absolute_path)
             raise PolicyError(
                 f"{where}.params{'.' + path if path else ''}: {exc.message}"
             ) from None
     return AssignmentRule(
-        name=str(raw.get("name", f"rule {n}")),
+        name=name,
         op=cast(RuleOp, op),
         via=cast(Via, via),
         params=dict(params),
@@ -301,16 +465,19 @@ def _timeout(data: Mapping[str, Any]) -> TimeoutPolicy:
     action = table.get("action", "requeue")
     if action not in ("requeue", "escalate"):
         raise PolicyError("timeout.action must be 'requeue' or 'escalate'")
-    routing = table.get("routing", {})
-    if not isinstance(routing, Mapping):
-        raise PolicyError("timeout.routing must be a table (merged into the task's attributes)")
-    if "escalation" in routing:
-        raise PolicyError("timeout.routing must not set 'escalation': the bridge writes it")
+    routing = _json_table(table, "routing", "timeout", " (merged into the task's attributes)")
+    owned = sorted(BRIDGE_OWNED & set(routing))
+    if owned:
+        raise PolicyError(f"timeout.routing must not set {owned[0]!r}: the bridge writes it")
     return TimeoutPolicy(
         action=action,
-        escalate_after=int(_number(table, "escalate_after", 2, "timeout", minimum=1, integer=True)),
-        priority_step=int(_number(table, "priority_step", 0, "timeout", integer=True)),
-        routing=dict(routing),
+        escalate_after=int(
+            _number(table, "escalate_after", 2, "timeout", minimum=1, maximum=1000, integer=True)
+        ),
+        priority_step=int(
+            _number(table, "priority_step", 0, "timeout", maximum=1_000_000, integer=True)
+        ),
+        routing=routing,
     )
 
 
@@ -332,21 +499,22 @@ def _enrichment(data: Mapping[str, Any]) -> EnrichmentPolicy:
         _known(item, {"name", "factory", "timeout", "options"}, where)
         name, factory = item.get("name"), item.get("factory")
         if not isinstance(name, str) or not name:
-            raise PolicyError(f"{where}.name must be a non-empty string")
+            raise PolicyError(f"{where}.name must be a non-empty string, not {_what(name)}")
         if name in names:
             raise PolicyError(f"{where}.name {name!r} is used twice")
         names.add(name)
         if not isinstance(factory, str) or not factory:
-            raise PolicyError(f"{where}.factory must be a dotted path (package.module:factory)")
-        options = item.get("options", {})
-        if not isinstance(options, Mapping):
-            raise PolicyError(f"{where}.options must be a table")
-        timeout = float(_number(item, "timeout", 2.0, where, minimum=0.001))
-        specs.append(EnricherSpec(name, factory, timeout, dict(options)))
+            raise PolicyError(
+                f"{where}.factory must be a dotted path (package.module:factory), "
+                f"not {_what(factory)}"
+            )
+        options = _json_table(item, "options", where)
+        timeout = float(_number(item, "timeout", 2.0, where, minimum=0.001, maximum=60.0))
+        specs.append(EnricherSpec(name, factory, timeout, options))
     return EnrichmentPolicy(
         enrichers=tuple(specs),
         on_task_created=on_created,
-        budget=float(_number(table, "budget", 2.0, "enrichment", minimum=0.0)),
+        budget=float(_number(table, "budget", 2.0, "enrichment", minimum=0.0, maximum=60.0)),
     )
 
 
@@ -364,6 +532,7 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
             "enrichment",
             "reconcile",
             "retention",
+            "agents",
         },
         "policy",
     )
@@ -374,19 +543,25 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
         raise PolicyError("sync.mode must be 'strict' or 'degrade'")
     sync_policy = SyncPolicy(
         mode=cast(SyncMode, mode),
-        announce_timeout=float(_number(sync, "announce_timeout", 2.0, "sync")),
-        item_ttl=int(_number(sync, "item_ttl", 86_400, "sync", minimum=1, integer=True)),
+        announce_timeout=float(_number(sync, "announce_timeout", 2.0, "sync", maximum=60.0)),
+        item_ttl=int(
+            _number(sync, "item_ttl", 86_400, "sync", minimum=1, maximum=MAX_ITEM_TTL, integer=True)
+        ),
     )
     retry = _table(data, "retry", "")
     _known(retry, {"max_attempts", "base", "cap"}, "retry")
     retry_settings = RetrySettings(
-        max_attempts=int(_number(retry, "max_attempts", 5, "retry", minimum=1, integer=True)),
-        base=float(_number(retry, "base", 0.2, "retry")),
-        cap=float(_number(retry, "cap", 5.0, "retry")),
+        max_attempts=int(
+            _number(retry, "max_attempts", 5, "retry", minimum=1, maximum=100, integer=True)
+        ),
+        base=float(_number(retry, "base", 0.2, "retry", maximum=60.0)),
+        cap=float(_number(retry, "cap", 5.0, "retry", maximum=3600.0)),
     )
+    if retry_settings.cap < retry_settings.base:
+        raise PolicyError("retry.cap must be at least retry.base")
     recovery = _table(data, "recovery", "")
     _known(recovery, {"interval"}, "recovery")
-    interval = float(_number(recovery, "interval", 30.0, "recovery", minimum=0.1))
+    interval = float(_number(recovery, "interval", 30.0, "recovery", minimum=0.1, maximum=DAY))
     assignment = _table(data, "assignment", "")
     _known(assignment, {"rules"}, "assignment")
     raw_rules = assignment.get("rules", [])
@@ -413,6 +588,40 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
         enrichment=_enrichment(data),
         reconcile=_reconcile(data),
         retention=_retention(data),
+        agents=_agents(data),
+    )
+
+
+def _agents(data: Mapping[str, Any]) -> AgentsPolicy:
+    table = _table(data, "agents", "")
+    _known(table, {"call_urls", "callback_urls", "caller_ids"}, "agents")
+
+    def strings(key: str) -> tuple[str, ...] | None:
+        if key not in table:
+            return None
+        value = table[key]
+        if not isinstance(value, list):
+            raise PolicyError(f"agents.{key} must be an array of strings, not {_what(value)}")
+        for n, item in enumerate(value):
+            if not isinstance(item, str) or not item:
+                raise PolicyError(f"agents.{key}[{n}] must be a non-empty string")
+        return tuple(value)
+
+    def prefixes(key: str) -> tuple[str, ...] | None:
+        found = strings(key)
+        for n, prefix in enumerate(found or ()):
+            parts = urlsplit(prefix)
+            if _url_parts(prefix) is None or parts.query or parts.fragment:
+                raise PolicyError(
+                    f"agents.{key}[{n}] must be an http:// or https:// URL prefix with a host "
+                    f"(no query, no '..'); got {prefix!r}"
+                )
+        return found
+
+    return AgentsPolicy(
+        call_urls=prefixes("call_urls"),
+        callback_urls=prefixes("callback_urls"),
+        caller_ids=strings("caller_ids"),
     )
 
 
@@ -420,9 +629,11 @@ def _reconcile(data: Mapping[str, Any]) -> ReconcilePolicy:
     table = _table(data, "reconcile", "")
     _known(table, {"interval", "budget", "window"}, "reconcile")
     return ReconcilePolicy(
-        interval=float(_number(table, "interval", 60.0, "reconcile", minimum=1.0)),
-        budget=int(_number(table, "budget", 200, "reconcile", minimum=1, integer=True)),
-        window=float(_number(table, "window", 86_400.0, "reconcile", minimum=60.0)),
+        interval=float(_number(table, "interval", 60.0, "reconcile", minimum=1.0, maximum=DAY)),
+        budget=int(
+            _number(table, "budget", 200, "reconcile", minimum=1, maximum=100_000, integer=True)
+        ),
+        window=float(_number(table, "window", 86_400.0, "reconcile", minimum=60.0, maximum=YEAR)),
     )
 
 
@@ -430,6 +641,10 @@ def _retention(data: Mapping[str, Any]) -> RetentionPolicy:
     table = _table(data, "retention", "")
     _known(table, {"intents", "batch"}, "retention")
     return RetentionPolicy(
-        intents=float(_number(table, "intents", 7 * 86_400.0, "retention", minimum=3600.0)),
-        batch=int(_number(table, "batch", 1000, "retention", minimum=1, integer=True)),
+        intents=float(
+            _number(table, "intents", 7 * DAY, "retention", minimum=3600.0, maximum=10 * YEAR)
+        ),
+        batch=int(
+            _number(table, "batch", 1000, "retention", minimum=1, maximum=100_000, integer=True)
+        ),
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from quart import request
 
-from flex_bridge.adapters.flex_tokens import FlexIdentity
+from flex_bridge.adapters.flex_tokens import FlexIdentity, TokenValidationBusy
 from flex_bridge.errors import AuthenticationError, UpstreamError
 from flex_bridge.web.context import services
 from flex_bridge.web.errors import ApiProblem
@@ -35,6 +35,12 @@ async def identify(body: dict[str, Any] | None) -> FlexIdentity:
         return await services().tokens.validate(token)
     except AuthenticationError as exc:
         raise ApiProblem(401, "invalid_token", str(exc)) from None
+    except TokenValidationBusy:
+        # Token checks have a small budget of their own (adapters.flex_tokens): a flood of
+        # them waits its turn there, never ahead of real changes.
+        raise ApiProblem(
+            503, "token_validation_busy", "too many token checks at once; try again shortly"
+        ) from None
     except UpstreamError as exc:
         # exc names the IAM request; the caller learns only that Twilio is unavailable.
         raise ApiProblem(

@@ -16,7 +16,8 @@ from typing import Any, Final
 from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from flex_bridge.domain.attributes import MalformedExisting, PatchError, TooLarge
+from flex_bridge.domain.attributes import BridgeOwnedKeys, MalformedExisting, PatchError, TooLarge
+from flex_bridge.domain.policy import AgentParamRefused
 from flex_bridge.errors import (
     AuthenticationError,
     BusyError,
@@ -63,6 +64,8 @@ ANSWERS: Final[tuple[tuple[type[FlexBridgeError], int, Code], ...]] = (
     (PatchError, 400, "invalid_patch"),
     (ValidationError, 400, "invalid_request"),
     (AuthenticationError, 401, "invalid_token"),
+    (BridgeOwnedKeys, 403, "bridge_owned_attributes"),
+    (AgentParamRefused, 403, "not_allowed_by_policy"),
     (ForbiddenError, 403, "forbidden"),
     (UnknownIntentError, 404, "unknown_intent"),
     (BusyError, 409, "intent_in_flight"),

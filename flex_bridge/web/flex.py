@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from typing import Any
@@ -11,6 +12,7 @@ import jsonschema
 from quart import Blueprint, Response, jsonify, request
 
 from flex_bridge.app.actions import read_intent, request_change
+from flex_bridge.domain.attributes import TooDeep, check_depth
 from flex_bridge.domain.intents import Intent
 from flex_bridge.domain.ops import PARAM_SCHEMAS
 from flex_bridge.domain.protocol import CONFLICT_CODES
@@ -21,6 +23,7 @@ from flex_bridge.web.cors import allow_plugins
 from flex_bridge.web.errors import ApiProblem
 from flex_bridge.web.openapi import openapi_document
 
+logger = logging.getLogger("flex_bridge.web.flex")
 bp = allow_plugins(Blueprint("flex", __name__))
 
 
@@ -46,12 +49,16 @@ def _wait_seconds() -> float:
 
 
 async def _json_body() -> dict[str, Any]:
-    raw = await request.get_data()
+    raw = await request.get_data(as_text=False)
     if not raw:
         return {}
     try:
+        check_depth(raw.decode("utf-8") if isinstance(raw, bytes) else raw, "the body")
         # Bytes, not text: a body that is not UTF-8 is a bad request, not a decoding crash.
         body = json.loads(raw)
+    except TooDeep as exc:
+        logger.warning("%s: refused a plugin action: %s", request.path, exc)
+        raise ApiProblem(400, "invalid_body", str(exc)) from None
     except (ValueError, RecursionError):
         body = None
     if not isinstance(body, dict):

@@ -21,6 +21,7 @@ ERROR = {
             "properties": {
                 "code": {"type": ["string", "integer", "null"]},
                 "message": {"type": "string"},
+                "where": {"type": "string", "description": "Where the problem is, if known."},
             },
         }
     },
@@ -85,7 +86,10 @@ def _errors(*statuses: int) -> JSON:
     meaning = {
         400: "Invalid parameters or query.",
         401: "No Flex token, or one that is not valid.",
-        403: "The reservation or intent belongs to another worker.",
+        403: "The reservation, task or intent belongs to another worker (forbidden); a "
+        "parameter the policy's [agents] section does not allow (not_allowed_by_policy, the "
+        "message starts with the field's name); or an agent's patch that sets or deletes an "
+        "attribute the bridge owns, such as escalation (bridge_owned_attributes).",
         404: "Unknown reservation, task or intent.",
         409: "The reservation's status does not allow the change (the message names it), or "
         "another intent is in flight for it; for attributes, existing attributes that are not "

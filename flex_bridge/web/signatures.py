@@ -10,17 +10,27 @@ token (HMAC-SHA1). With it, a Webhook Rule matched the URL and Twilio signed wit
 Setting's shared key (``FLEX_BRIDGE_WEBHOOK_SECRET``; several, comma-separated, while a key is
 rotated) and the header's algorithm (HMAC-SHA256): only those secrets are tried then, never
 the auth token. (Twilio docs: "Sign webhooks with shared keys".)
+
+A request that cannot be checked is not valid: an empty or malformed ``bodySHA256``, a JSON
+body that is not UTF-8, anything the validator chokes on. ``verify`` answers None for each
+(a 403 at the webhook), never an exception. A JSON body that is signed but nested deeper than
+attributes may be (``MAX_DEPTH``) is ``TooDeep``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from quart import Request
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from werkzeug.datastructures import MultiDict
+
+from flex_bridge.domain.attributes import MAX_DEPTH, check_depth
+
+BODY_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def signed_url(request: Request, public_url: str | None) -> str:
@@ -65,16 +75,28 @@ async def verify(
     validators = signers.for_request(settings)
 
     def valid(signed: Any) -> bool:
-        return any(v.validate(url, signed, signature, algorithm) for v in validators)
+        try:
+            return any(v.validate(url, signed, signature, algorithm) for v in validators)
+        except (ValueError, TypeError, KeyError, IndexError):  # what it cannot parse is invalid
+            return False
 
     url = signed_url(request, public_url)
     if "bodySHA256" in request.args:
-        body = (await request.get_data(as_text=True)) or ""
+        digests = request.args.getlist("bodySHA256")
+        if len(digests) != 1 or not BODY_SHA256.fullmatch(digests[0]):
+            return None  # empty, repeated or not a SHA-256 in hex: nothing to check against
+        raw = await request.get_data(as_text=False)
+        try:
+            body = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError:
+            return None  # Twilio signs UTF-8 JSON; these bytes are not what it sent
         if not valid(body):
             return None
+        # The body itself plus the attributes inside it: one level more than attributes.
+        check_depth(body, "the body", MAX_DEPTH + 1)
         try:
             parsed = json.loads(body) if body else {}
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         if not isinstance(parsed, dict):
             return MultiDict()

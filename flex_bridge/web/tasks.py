@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
 from quart import Blueprint, Response, jsonify, request
 
 from flex_bridge.app import actions
-from flex_bridge.domain.attributes import parse_patch
+from flex_bridge.domain.attributes import TooDeep, parse_patch
 from flex_bridge.web.auth import identify
 from flex_bridge.web.context import services
 from flex_bridge.web.cors import allow_plugins
 from flex_bridge.web.errors import ApiProblem
 
+logger = logging.getLogger("flex_bridge.web.tasks")
 bp = allow_plugins(Blueprint("tasks", __name__))
 
 TASK_RE = re.compile(r"WT[0-9a-fA-F]{32}")
@@ -46,7 +48,11 @@ async def patch_task_attributes(task_sid: str) -> Response:
         raw = await request.get_data(cache=False)
         if len(raw) > MAX_PATCH_BYTES:
             raise ApiProblem(413, "patch_too_large", f"the patch is over {MAX_PATCH_BYTES} bytes")
-        patch = parse_patch(raw)
+        try:
+            patch = parse_patch(raw)
+        except TooDeep as exc:  # no agent's patch needs it: worth one line in the log
+            logger.warning("PATCH %s attributes: refused: %s", task_sid, exc)
+            raise
         replace = _flag("replace_malformed")
         result = await actions.patch_task_attributes(
             svc, identity, task_sid, patch, replace_malformed=replace
