@@ -2,10 +2,11 @@
 and the SDK surface for browsers.
 
 Addresses follow ``http://host:port/<product>/v1/...`` with product ``taskrouter``, ``sync``
-or ``iam``; the admin API lives under ``/_emulator/`` and the token-authenticated SDK surface
-(with CORS for any origin) under ``/sdk/`` (docs/emulator.md describes them). Each
-concern is a blueprint in :mod:`flex_bridge.emulator.blueprints`; this module puts them
-together with the error handlers and the serving hooks.
+or ``iam``; the admin API lives under ``/_emulator/`` (guarded by ``blueprints.admin_guard``)
+and the token-authenticated SDK surface (with CORS for any origin) under ``/sdk/``
+(docs/emulator.md describes them). Each concern is a blueprint in
+:mod:`flex_bridge.emulator.blueprints`; this module puts them together with the error
+handlers and the serving hooks.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 from flex_bridge.emulator.answers import http_error_answer
 from flex_bridge.emulator.api import ApiError
 from flex_bridge.emulator.blueprints.admin import admin_blueprint
+from flex_bridge.emulator.blueprints.admin_guard import install_admin_guard
 from flex_bridge.emulator.blueprints.feed import feed_blueprint
 from flex_bridge.emulator.blueprints.iam import iam_blueprint
 from flex_bridge.emulator.blueprints.responses import error_response, to_response
@@ -82,6 +84,7 @@ def create_emulator_app(emu: Emulator) -> Quart:
 
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(ApiError, api_error)
+    install_admin_guard(app, emu.config)
     for product in emu.routers:
         app.register_blueprint(product_blueprint(emu, product))
     app.register_blueprint(unknown_products())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,24 @@ class EmulatorConfig:
     event_retry_base: float = 1.0
     webhook_signing: tuple[SharedKey, ...] = ()  # empty: the auth token signs (HMAC-SHA1)
     rest_path: str = DEFAULT_REST_PATH  # one of REST_PATHS
+    # The admin API's guard (blueprints/admin_guard.py, docs/emulator.md "Security"): a bearer
+    # token every admin request must carry (None: none needed), the host the emulator was
+    # bound to (accepted in ``Host`` besides the loopback names), and origins allowed besides
+    # the emulator's own (a dev server forwarding ``/_emulator`` to it).
+    admin_token: str | None = None
+    bind_host: str | None = None
+    admin_origins: tuple[str, ...] = ()
+
+    def usable_api_keys(self) -> dict[str, str]:
+        """The API keys accepted: the published default key stops being valid as soon as the
+        auth token is not the published default one."""
+        if self.auth_token == DEFAULT_AUTH_TOKEN:
+            return self.api_keys
+        return {
+            key: secret
+            for key, secret in self.api_keys.items()
+            if (key, secret) != (DEFAULT_API_KEY, DEFAULT_API_SECRET)
+        }
 
 
 class Emulator:
@@ -81,10 +100,12 @@ class Emulator:
         self._scheduler_task: asyncio.Task[None] | None = None
 
     def credentials_ok(self, username: str, password: str) -> bool:
+        """The account SID and its auth token, or an API key and its secret; the published
+        default API key only while the auth token is the published default one too."""
         if username == self.config.account_sid:
-            return password == self.config.auth_token
-        secret = self.config.api_keys.get(username)
-        return secret is not None and password == secret
+            return hmac.compare_digest(password.encode(), self.config.auth_token.encode())
+        secret = self.config.usable_api_keys().get(username)
+        return secret is not None and hmac.compare_digest(password.encode(), secret.encode())
 
     async def start(self) -> None:
         if self._scheduler_task is None:

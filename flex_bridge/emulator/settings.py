@@ -1,11 +1,13 @@
 """The emulator's settings from the environment: the credentials it accepts, the server and
-the event loop it runs on, and the way its REST requests go in."""
+the event loop it runs on, the way its REST requests go in, and the admin API's guard (its
+token, the origins it admits besides its own)."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from flex_bridge.emulator.core import (
     DEFAULT_ACCOUNT_SID,
@@ -20,6 +22,44 @@ from flex_bridge.errors import ConfigError
 from flex_bridge.serving import DEFAULT_LOOP, DEFAULT_SERVER, loop_setting, server_setting
 
 REST_PATH_ENV = "FLEX_BRIDGE_EMULATOR_REST_PATH"
+ADMIN_TOKEN_ENV = "FLEX_BRIDGE_EMULATOR_ADMIN_TOKEN"
+ADMIN_ORIGINS_ENV = "FLEX_BRIDGE_EMULATOR_ADMIN_ORIGINS"
+
+
+def admin_origins_setting(name: str, values: Iterable[str]) -> tuple[str, ...]:
+    """Origins (``scheme://host[:port]``, http or https, nothing after) admitted by the admin
+    API besides the emulator's own, normalised as browsers send them (lower-case scheme and
+    host, no default port); ``name`` is the setting they came from, for the error."""
+    origins: list[str] = []
+    for raw in values:
+        value = raw.strip()
+        if not value:
+            continue
+        try:
+            parts = urlsplit(value)
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if (
+            parts is None
+            or parts.scheme.lower() not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+            or parts.query
+            or parts.fragment
+            or parts.username is not None
+        ):
+            raise ConfigError(
+                f"{name} must list origins such as http://localhost:5173; got {raw!r}"
+            )
+        scheme, host = parts.scheme.lower(), parts.hostname.lower()
+        if ":" in host:
+            host = f"[{host}]"
+        default = 80 if scheme == "http" else 443
+        origin = f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
+        if origin not in origins:
+            origins.append(origin)
+    return tuple(origins)
 
 
 def rest_path_setting(name: str, raw: str | None) -> str:
@@ -39,7 +79,12 @@ class EmulatorSettings:
     """What the emulator takes from the environment: the credentials it accepts, and the
     server and event loop (``FLEX_BRIDGE_SERVER``, ``FLEX_BRIDGE_LOOP``, as for the bridge;
     ``flex-bridge emulator --server/--loop`` override them), and how REST requests go in
-    (``FLEX_BRIDGE_EMULATOR_REST_PATH``: ``asgi``, the default, or ``quart``)."""
+    (``FLEX_BRIDGE_EMULATOR_REST_PATH``: ``asgi``, the default, or ``quart``), and the admin
+    API's token (``FLEX_BRIDGE_EMULATOR_ADMIN_TOKEN``, ``--admin-token``) and extra origins
+    (``FLEX_BRIDGE_EMULATOR_ADMIN_ORIGINS``, comma-separated; ``--admin-origin``).
+
+    The published default API key is accepted only with the published default auth token: a
+    custom ``TWILIO_AUTH_TOKEN`` without ``TWILIO_API_KEY`` leaves no API key at all."""
 
     account_sid: str = DEFAULT_ACCOUNT_SID
     auth_token: str = DEFAULT_AUTH_TOKEN
@@ -47,6 +92,9 @@ class EmulatorSettings:
     server: str = DEFAULT_SERVER
     loop: str = DEFAULT_LOOP
     rest_path: str = DEFAULT_REST_PATH
+    admin_token: str | None = None
+    admin_origins: tuple[str, ...] = ()
+    bind_host: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EmulatorSettings:
@@ -59,7 +107,7 @@ class EmulatorSettings:
         ):
             raise ConfigError("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits")
         auth_token = env.get("TWILIO_AUTH_TOKEN") or DEFAULT_AUTH_TOKEN
-        api_keys = {DEFAULT_API_KEY: DEFAULT_API_SECRET}
+        api_keys = {DEFAULT_API_KEY: DEFAULT_API_SECRET} if auth_token == DEFAULT_AUTH_TOKEN else {}
         key, secret = env.get("TWILIO_API_KEY"), env.get("TWILIO_API_SECRET")
         if bool(key) != bool(secret):
             raise ConfigError("TWILIO_API_KEY and TWILIO_API_SECRET must be set together")
@@ -72,6 +120,10 @@ class EmulatorSettings:
             server=server_setting("FLEX_BRIDGE_SERVER", env.get("FLEX_BRIDGE_SERVER")),
             loop=loop_setting("FLEX_BRIDGE_LOOP", env.get("FLEX_BRIDGE_LOOP")),
             rest_path=rest_path_setting(REST_PATH_ENV, env.get(REST_PATH_ENV)),
+            admin_token=env.get(ADMIN_TOKEN_ENV) or None,
+            admin_origins=admin_origins_setting(
+                ADMIN_ORIGINS_ENV, (env.get(ADMIN_ORIGINS_ENV) or "").split(",")
+            ),
         )
 
     def config(self, **overrides: object) -> EmulatorConfig:
@@ -79,5 +131,11 @@ class EmulatorSettings:
             account_sid=self.account_sid,
             auth_token=self.auth_token,
             api_keys=dict(self.api_keys),
-            **{"rest_path": self.rest_path, **overrides},  # type: ignore[arg-type]
+            **{  # type: ignore[arg-type]
+                "rest_path": self.rest_path,
+                "admin_token": self.admin_token,
+                "admin_origins": self.admin_origins,
+                "bind_host": self.bind_host,
+                **overrides,
+            },
         )

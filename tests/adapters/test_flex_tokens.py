@@ -14,7 +14,12 @@ from typing import TypedDict, Unpack
 
 import pytest
 
-from flex_bridge.adapters.flex_tokens import FlexIdentity, TwilioTokenValidator, _expiry
+from flex_bridge.adapters.flex_tokens import (
+    NEGATIVE_TTL,
+    FlexIdentity,
+    TwilioTokenValidator,
+    _expiry,
+)
 from flex_bridge.adapters.http import BridgeHttpClient
 from flex_bridge.errors import AuthenticationError, TransientUpstreamError
 from tests.support.emulator import Admin, RunningEmulator
@@ -119,7 +124,8 @@ async def test_an_invalid_token_is_cached_briefly(setup: Setup) -> None:
         with pytest.raises(AuthenticationError):
             await setup.validator.validate("flex-emulator.bad")
     assert await setup.iam_calls() == 1
-    setup.clock.now += 9.9
+    assert NEGATIVE_TTL == 30.0
+    setup.clock.now += NEGATIVE_TTL - 0.1
     with pytest.raises(AuthenticationError):
         await setup.validator.validate("flex-emulator.bad")
     assert await setup.iam_calls() == 1

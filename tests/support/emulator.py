@@ -97,6 +97,14 @@ class Admin:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any, dict[str, str]]:
         sent = {**(self.running.auth_header if auth else {}), **(headers or {})}
+        token = self.running.config.admin_token
+        if (
+            auth
+            and token
+            and path.startswith("/_emulator")
+            and "Authorization" not in (headers or {})
+        ):
+            sent["Authorization"] = f"Bearer {token}"  # the admin API's own credentials
         async with self.session.request(
             method, self.url + path, json=json_body, data=data, headers=sent
         ) as response:

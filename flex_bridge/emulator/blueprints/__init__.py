@@ -2,7 +2,8 @@
 
 - ``rest``: TaskRouter and Sync (one blueprint per product) under ``/<product>/v1/``.
 - ``iam``: Flex token validation under ``/iam/v1/``.
-- ``admin``: the admin API under ``/_emulator/``.
+- ``admin``: the admin API under ``/_emulator/``, behind ``admin_guard`` (Host, Origin, admin
+  token, JSON bodies).
 - ``feed``: the live feed, ``/_emulator/ws``.
 - ``sdk`` and ``sdk_ws``: what a browser's Twilio SDKs would reach, under ``/sdk/``: Sync Maps,
   their items and a WebSocket of their changes, and Flex's own accept and reject, all with the

@@ -1,7 +1,8 @@
 """The admin API under ``/_emulator/``: health, state, clock, faults, log, tokens, settings,
 and TaskRouter's ring times and task retention (``taskrouter_admin``).
 
-Unauthenticated (bind the emulator to loopback); docs/emulator.md describes each endpoint.
+Guarded by ``admin_guard`` (its own Host and Origin only, JSON bodies, and the admin token when
+one is set); docs/emulator.md describes each endpoint.
 """
 
 from __future__ import annotations
