@@ -660,6 +660,8 @@ class Server:
             FLEX_BRIDGE_WORKSPACE_SID=state["workspace_sid"],
             FLEX_BRIDGE_SYNC_SERVICE_SID=state["sync_service_sid"],
             FLEX_BRIDGE_TWILIO_BASE_URL=emulator.url,
+            # The callbacks may come through a proxy (latency, faults): trust their Host.
+            FLEX_BRIDGE_DEV="1",
         )
         if journal is not None:
             env["FLEX_BRIDGE_JOURNAL"] = str(journal)

@@ -93,13 +93,30 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="how REST requests go in, asgi or quart "
         "(default: FLEX_BRIDGE_EMULATOR_REST_PATH, else asgi)",
     )
+    p.add_argument(
+        "--admin-token",
+        help="require Authorization: Bearer TOKEN on the admin API (/_emulator/...) "
+        "(default: FLEX_BRIDGE_EMULATOR_ADMIN_TOKEN, else none)",
+    )
+    p.add_argument(
+        "--admin-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="an origin (http://host:port) admitted by the admin API besides the emulator's "
+        "own, such as a dev server forwarding /_emulator; repeatable "
+        "(default: FLEX_BRIDGE_EMULATOR_ADMIN_ORIGINS, comma-separated)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flex_bridge import version
+
     parser = argparse.ArgumentParser(
         prog="flex-bridge",
         description="Sync-first coordination of TaskRouter reservations for Twilio Flex.",
     )
+    parser.add_argument("--version", action="version", version=f"flex-bridge {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = _server_parser(
         sub,
@@ -205,35 +222,82 @@ async def run_emulator(args: argparse.Namespace, settings: EmulatorSettings, ser
 async def run_serve(args: argparse.Namespace, settings: Settings) -> int:
     from flex_bridge import logs
 
-    logs.configure(args.log_level)
+    logs.configure(args.log_level, settings.log_format)
     return await serve_bridge(settings, args.host, args.port)
 
 
 async def serve_bridge(
-    settings: Settings, host: str, port: int, services: ServicesFactory | None = None
+    settings: Settings,
+    host: str,
+    port: int,
+    services: ServicesFactory | None = None,
+    *,
+    shutdown: asyncio.Event | None = None,
 ) -> int:
-    """Serve the bridge until SIGINT or SIGTERM; ``services`` as for ``create_app``."""
-    from flex_bridge.serving import base_url, bind, serve_app
-    from flex_bridge.web import create_app
+    """Serve the bridge until SIGINT or SIGTERM (or ``shutdown`` is set, when given: then no
+    signal handler is installed); ``services`` as for ``create_app``.
+
+    The services are opened before "listening" is said: a journal that cannot be opened or
+    user code that cannot be loaded raises ``ConfigError`` (one line, exit 2) instead.
+    ``/metrics`` is served on ``FLEX_BRIDGE_METRICS_PORT`` when set.
+    """
+    import logging
+
+    from flex_bridge.serving import Limits, base_url, bind, serve_app
+    from flex_bridge.web import create_app, open_app
+    from flex_bridge.web.ops import create_metrics_app
 
     sock = bind(host, port)
-    if settings.instance_id is None:
-        # Stable across restarts: a restarted instance (same host, same port: the old process
-        # is surely gone, it held the port) takes its own leases back at once (rule 9).
+    metrics_sock: socket.socket | None = None
+    try:
         bound = sock.getsockname()[1]
-        settings = dataclasses.replace(settings, instance_id=f"{socket.gethostname()}:{bound}")
-    app = create_app(settings, services=services)
+        if settings.metrics_port is not None:
+            if settings.metrics_port == bound:
+                raise ConfigError(
+                    f"FLEX_BRIDGE_METRICS_PORT must differ from the bridge's port ({bound})"
+                )
+            try:
+                metrics_sock = bind(host, settings.metrics_port)
+            except OSError as exc:
+                raise ConfigError(
+                    f"FLEX_BRIDGE_METRICS_PORT: cannot listen on {host}:{settings.metrics_port}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        if settings.instance_id is None:
+            # Stable across restarts: a restarted instance (same host, same port: the old
+            # process is surely gone, it held the port) takes its own leases back at once
+            # (rule 9).
+            settings = dataclasses.replace(settings, instance_id=f"{socket.gethostname()}:{bound}")
+        app = create_app(settings, services=services)
+        await open_app(app)
+    except BaseException:
+        for opened in (sock, metrics_sock):
+            if opened is not None:
+                opened.close()
+        raise
     # Everything loaded so far lives as long as the process: keep it out of the garbage
     # collector's full passes, whose pauses would otherwise grow with it.
     gc.collect()
     gc.freeze()
-    print(f"flex-bridge listening on {base_url(sock)}", flush=True)
-    shutdown = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, shutdown.set)
-    await serve_app(app, sock, shutdown, settings.server)
+    listening = f"flex-bridge listening on {base_url(sock)}"
+    if metrics_sock is not None:
+        listening += f" (/metrics on {base_url(metrics_sock)})"
+    if settings.log_format == "json":
+        logging.getLogger("flex_bridge.serve").info(listening)
+    else:
+        print(listening, flush=True)
+    if shutdown is None:
+        shutdown = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, shutdown.set)
+    limits = Limits(settings.header_timeout, settings.max_connections)
+    serving = [serve_app(app, sock, shutdown, settings.server, limits)]
+    if metrics_sock is not None:
+        metrics_app = create_metrics_app(app.config["metrics"], settings.metrics_token)
+        serving.append(serve_app(metrics_app, metrics_sock, shutdown, settings.server, limits))
+    await asyncio.gather(*serving)
     return 0
 
 
@@ -247,13 +311,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = Settings.from_env()  # before the loop: it names the loop
             return run(run_serve(args, settings), settings.loop)
         if args.command == "emulator":
-            from flex_bridge.emulator.settings import EmulatorSettings, rest_path_setting
+            from flex_bridge.emulator.settings import (
+                EmulatorSettings,
+                admin_origins_setting,
+                rest_path_setting,
+            )
             from flex_bridge.serving import run
 
             emulator_settings = EmulatorSettings.from_env()
             if args.rest_path is not None:
                 rest_path = rest_path_setting("--rest-path", args.rest_path)
                 emulator_settings = dataclasses.replace(emulator_settings, rest_path=rest_path)
+            emulator_settings = dataclasses.replace(emulator_settings, bind_host=args.host)
+            if args.admin_token is not None:
+                if not args.admin_token.strip():
+                    raise ConfigError("--admin-token must not be empty")
+                emulator_settings = dataclasses.replace(
+                    emulator_settings, admin_token=args.admin_token
+                )
+            if args.admin_origin is not None:
+                origins = admin_origins_setting("--admin-origin", args.admin_origin)
+                emulator_settings = dataclasses.replace(emulator_settings, admin_origins=origins)
+            if args.host not in ("127.0.0.1", "localhost", "::1"):
+                print(
+                    f"warning: the emulator listens on {args.host}, not on loopback: anyone who "
+                    "can reach it can use its admin API"
+                    + ("" if emulator_settings.admin_token else " (no admin token is set)"),
+                    file=sys.stderr,
+                )
             server, loop = _emulator_serving(args, emulator_settings)
             return run(run_emulator(args, emulator_settings, server), loop)
         if args.command == "demo":

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flex_bridge.errors import ConfigError
@@ -40,6 +41,28 @@ BACKLOG = 1024
 # connection first races the client's next request on it.
 KEEP_ALIVE = 75
 GRACEFUL_TIMEOUT = 2  # seconds for requests in flight to finish at shutdown
+# What a connection over the cap is told before it is closed.
+_REFUSED_BODY = b'{"error": {"code": "too_many_connections", "message": "try again later"}}'
+REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_REFUSED_BODY), _REFUSED_BODY)
+)
+
+
+@dataclass
+class Limits:
+    """What one client may hold (``FLEX_BRIDGE_HEADER_TIMEOUT``, ``FLEX_BRIDGE_MAX_CONNECTIONS``).
+
+    A connection that has not sent a whole request's headers ``header_timeout`` seconds after
+    it opened, or after the first byte of its next request, is closed: a slow client cannot
+    hold a socket for the keep-alive's 75 s. An idle keep-alive connection (no byte of a next
+    request yet) keeps its 75 s. A connection beyond ``max_connections`` open at once is
+    answered 503 and closed at once. Both servers apply the same rules (see below).
+    """
+
+    header_timeout: float = 10.0
+    max_connections: int = 1000
+    open: set[object] = field(default_factory=set, repr=False)
 
 
 def _choice(name: str, raw: str | None, choices: tuple[str, ...], default: str) -> str:
@@ -94,10 +117,15 @@ def base_url(sock: socket.socket) -> str:
 
 
 async def serve_app(
-    app: Any, sock: socket.socket, shutdown: asyncio.Event, server: str = DEFAULT_SERVER
+    app: Any,
+    sock: socket.socket,
+    shutdown: asyncio.Event,
+    server: str = DEFAULT_SERVER,
+    limits: Limits | None = None,
 ) -> None:
     """Serve until ``shutdown`` is set; the socket is closed when serving ends.
 
+    With ``limits``, slow clients and connections beyond the cap are cut off (``Limits``).
     If the app fails to start (its ``before_serving``), this raises after the server has
     logged why.
     """
@@ -105,39 +133,143 @@ async def serve_app(
         if server == "hypercorn":
             from hypercorn.asyncio import serve
 
-            await serve(app, hypercorn_config(sock), shutdown_trigger=shutdown.wait)
+            config = hypercorn_config(sock, limits)
+            await serve(app, config, shutdown_trigger=shutdown.wait)
         else:
-            await _serve_uvicorn(app, sock, shutdown)
+            await _serve_uvicorn(app, sock, shutdown, limits)
     finally:
         with contextlib.suppress(OSError):
             sock.close()
 
 
 # -------------------------------------------------------------------------------- Hypercorn
-def hypercorn_config(sock: socket.socket) -> HypercornConfig:
+def hypercorn_config(sock: socket.socket, limits: Limits | None = None) -> HypercornConfig:
+    import logging
+
     from hypercorn.config import Config
 
     config = Config()
     config.bind = [f"fd://{sock.fileno()}"]
     config.backlog = BACKLOG
     config.accesslog = None
+    # Its error log through the process's logging (flex_bridge/logs.py), not a handler of its
+    # own: the same format as every other line.
+    errorlog = logging.getLogger("hypercorn.error")
+    errorlog.setLevel(logging.WARNING)
+    config.errorlog = errorlog
     config.loglevel = "WARNING"
     config.graceful_timeout = float(GRACEFUL_TIMEOUT)
     config.keep_alive_timeout = KEEP_ALIVE
+    if limits is not None:
+        _guard_hypercorn()
+        config.flex_limits = limits  # type: ignore[attr-defined]  # read by _GuardedTCPServer
     return config
 
 
+def _guard_hypercorn() -> None:
+    """Hypercorn's connection handler, with ``Limits`` (when its config carries them).
+
+    Hypercorn has neither a connection cap nor a header timeout of its own (its
+    ``read_timeout`` bounds every read, also while a long request such as ``?wait=30`` is
+    answered): its ``run`` module's ``TCPServer`` is swapped, once, for a subclass that
+    behaves as the original unless the config carries ``flex_limits``.
+    """
+    import hypercorn.asyncio.run as hypercorn_run
+    from hypercorn.asyncio.tcp_server import TCPServer
+    from hypercorn.events import Updated
+
+    if getattr(hypercorn_run, "TCPServer", None) is not TCPServer:  # swapped already
+        return
+
+    class _GuardedTCPServer(TCPServer):
+        _timer: asyncio.TimerHandle | None = None
+        _waiting = True  # for a request's headers (Hypercorn: "idle")
+
+        async def run(self) -> None:
+            limits: Limits | None = getattr(self.config, "flex_limits", None)
+            if limits is None:
+                await super().run()
+                return
+            self._limits = limits
+            if len(limits.open) >= limits.max_connections:
+                await self._refuse()
+                return
+            limits.open.add(self)
+            self._arm()
+            try:
+                await super().run()
+            finally:
+                limits.open.discard(self)
+                self._disarm()
+
+        async def _refuse(self) -> None:
+            """Answer 503, then close; what the client sent is read first (for a second at
+            most), so that closing does not reset the connection before it reads the 503."""
+            with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+                self.writer.write(REFUSED)
+                await self.writer.drain()
+                self.writer.write_eof()
+                async with asyncio.timeout(1.0):
+                    while await self.reader.read(65536):
+                        pass
+            with contextlib.suppress(OSError, RuntimeError):
+                self.writer.close()
+
+        def _arm(self) -> None:
+            if self._timer is None:
+                self._timer = self.loop.call_later(self._limits.header_timeout, self._late)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _late(self) -> None:
+            self._timer = None
+            if self._waiting:
+                self.loop.create_task(self._initiate_server_close())
+
+        async def protocol_send(self, event: Any) -> None:
+            if isinstance(event, Updated) and hasattr(self, "_limits"):
+                self._waiting = event.idle
+                if not event.idle:
+                    self._disarm()  # the headers are in
+            await super().protocol_send(event)
+
+        async def _read_data(self) -> None:
+            if not hasattr(self, "_limits"):
+                await super()._read_data()
+                return
+            read = self.reader.read
+
+            async def reading(n: int = -1) -> bytes:
+                data = await read(n)
+                if data and self._waiting:
+                    self._arm()  # the first bytes of a request: its headers are due
+                return data
+
+            self.reader.read = reading  # type: ignore[method-assign]
+            await super()._read_data()
+            # The client is gone. Hypercorn would keep an idle connection's task until its
+            # keep-alive timer ends (75 s), counted against the cap all along: end it now.
+            self._limits.open.discard(self)
+            if self._waiting:
+                await self.idle_task.stop()
+
+    setattr(hypercorn_run, "TCPServer", _GuardedTCPServer)  # noqa: B010  # not exported
+
+
 # ---------------------------------------------------------------------------------- uvicorn
-def uvicorn_config(app: Any) -> UvicornConfig:
+def uvicorn_config(app: Any, limits: Limits | None = None) -> UvicornConfig:
     """uvicorn as Hypercorn is set up above: no access log, warnings and errors only, no
     logging configuration of its own (the process's stays), no trust in X-Forwarded-*
     headers (webhook signatures cover the URL as received), the same backlog, keep-alive and
-    grace."""
+    grace, and the same ``limits``."""
     from uvicorn import Config
 
     return Config(
         app,
-        http="httptools",
+        http="httptools" if limits is None else _guarded_httptools(limits),
         ws="websockets-sansio",
         lifespan="on",
         log_config=None,
@@ -152,7 +284,56 @@ def uvicorn_config(app: Any) -> UvicornConfig:
     )
 
 
-async def _serve_uvicorn(app: Any, sock: socket.socket, stop: asyncio.Event) -> None:
+def _guarded_httptools(limits: Limits) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with ``Limits``: uvicorn times nothing until a request's
+    headers are in (its ``limit_concurrency`` answers 503 to requests, it caps no sockets)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class _Guarded(HttpToolsProtocol):
+        _timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            limits.open.add(self)
+            if len(limits.open) > limits.max_connections:
+                transport.write(REFUSED)
+                transport.close()
+                return
+            self._arm()
+
+        def _arm(self) -> None:
+            if self._timer is None:
+                self._timer = self.loop.call_later(limits.header_timeout, self._late)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _late(self) -> None:
+            self._timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            limits.open.discard(self)
+            super().connection_lost(exc)
+
+    return _Guarded
+
+
+async def _serve_uvicorn(
+    app: Any, sock: socket.socket, stop: asyncio.Event, limits: Limits | None = None
+) -> None:
     from uvicorn import Server
 
     class _Server(Server):
@@ -191,7 +372,7 @@ async def _serve_uvicorn(app: Any, sock: socket.socket, stop: asyncio.Event) -> 
                 task.cancel("the graceful shutdown's time is up")
             await self.lifespan.shutdown()
 
-    server = _Server(uvicorn_config(app))
+    server = _Server(uvicorn_config(app, limits))
     try:
         await server.serve(sockets=[sock])
     except SystemExit:  # uvicorn's way out when the app's start-up failed

@@ -51,6 +51,45 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 DEFAULT_CORS_ORIGINS = ("https://flex.twilio.com",)
+LOG_FORMATS = ("text", "json")
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds a client has to send a request's headers
+DEFAULT_MAX_CONNECTIONS = 1000  # open HTTP connections at once; more are refused
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip()
+    if raw in ("", "0"):
+        return False
+    if raw == "1":
+        return True
+    raise ConfigError(f"{name} must be 0 or 1; got {raw!r}")
+
+
+def _port(env: Mapping[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        raise ConfigError(f"{name} must be a TCP port (1-65535); got {raw!r}")
+    return int(raw)
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a positive whole number; got {raw!r}")
+    return int(raw)
+
+
+def _log_format(env: Mapping[str, str], name: str) -> str:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return "text"
+    if raw not in LOG_FORMATS:
+        raise ConfigError(f"{name} must be {' or '.join(LOG_FORMATS)}; got {raw!r}")
+    return raw
 
 
 def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -119,6 +158,14 @@ class Settings:
     # The HTTP server and the event loop `serve` runs on (flex_bridge/serving.py).
     server: str = DEFAULT_SERVER
     loop: str = DEFAULT_LOOP
+    # FLEX_BRIDGE_DEV=1: development, where a missing public URL means trusting ``Host``.
+    dev: bool = False
+    log_format: str = "text"
+    access_log: bool = False
+    metrics_port: int | None = None
+    metrics_token: str | None = None
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     @property
     def rest_auth(self) -> tuple[str, str]:
@@ -140,6 +187,14 @@ class Settings:
         if bool(key) != bool(secret):
             raise ConfigError("TWILIO_API_KEY and TWILIO_API_SECRET must be set together")
         policy_path = env.get("FLEX_BRIDGE_POLICY") or None
+        public_url = _url(env, "FLEX_BRIDGE_PUBLIC_URL")
+        dev = _flag(env, "FLEX_BRIDGE_DEV")
+        if public_url is None and not dev:
+            raise ConfigError(
+                "FLEX_BRIDGE_PUBLIC_URL is required: the base URL Twilio calls, which webhook "
+                "signatures are checked against (set FLEX_BRIDGE_DEV=1 for development, where "
+                "the request's Host header is trusted instead)"
+            )
         return cls(
             account_sid=account_sid,
             auth_token=auth_token,
@@ -148,7 +203,7 @@ class Settings:
             api_key=key,
             api_secret=secret,
             twilio_base_url=_url(env, "FLEX_BRIDGE_TWILIO_BASE_URL"),
-            public_url=_url(env, "FLEX_BRIDGE_PUBLIC_URL"),
+            public_url=public_url,
             journal=journal_setting(env.get("FLEX_BRIDGE_JOURNAL") or "flex-bridge.db"),
             policy=load_policy(policy_path),
             policy_path=policy_path,
@@ -158,4 +213,11 @@ class Settings:
             instance_id=env.get("FLEX_BRIDGE_INSTANCE_ID", "").strip() or None,
             server=server_setting("FLEX_BRIDGE_SERVER", env.get("FLEX_BRIDGE_SERVER")),
             loop=loop_setting("FLEX_BRIDGE_LOOP", env.get("FLEX_BRIDGE_LOOP")),
+            dev=dev,
+            log_format=_log_format(env, "FLEX_BRIDGE_LOG_FORMAT"),
+            access_log=_flag(env, "FLEX_BRIDGE_ACCESS_LOG"),
+            metrics_port=_port(env, "FLEX_BRIDGE_METRICS_PORT"),
+            metrics_token=env.get("FLEX_BRIDGE_METRICS_TOKEN", "").strip() or None,
+            header_timeout=_float(env, "FLEX_BRIDGE_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT),
+            max_connections=_count(env, "FLEX_BRIDGE_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS),
         )

@@ -43,6 +43,7 @@ BRIDGE_ENV = {
     "TWILIO_AUTH_TOKEN": "secret-token",
     "FLEX_BRIDGE_WORKSPACE_SID": "WS" + "1" * 32,
     "FLEX_BRIDGE_SYNC_SERVICE_SID": "IS" + "a" * 32,
+    "FLEX_BRIDGE_DEV": "1",
 }
 
 

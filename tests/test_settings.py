@@ -22,6 +22,7 @@ BASE = {
     "TWILIO_AUTH_TOKEN": "secret-token",
     "FLEX_BRIDGE_WORKSPACE_SID": WS,
     "FLEX_BRIDGE_SYNC_SERVICE_SID": IS,
+    "FLEX_BRIDGE_DEV": "1",  # no public URL: development
 }
 
 
@@ -221,8 +222,6 @@ def test_malformed_webhook_secrets(value: str) -> None:
         ("/data/journal.db", "/data/journal.db"),
         ("sqlite:///journal.db", "journal.db"),
         ("sqlite:////data/journal.db", "/data/journal.db"),
-        (":memory:", ":memory:"),
-        ("sqlite://:memory:", ":memory:"),
     ],
 )
 def test_journal_forms(value: str, journal: str) -> None:
@@ -252,6 +251,9 @@ def test_a_postgres_journal_is_kept_whole(value: str) -> None:
         "postgresql://flex:secret@db:5432/",  # no database
         "postgresql:///flex",  # no host
         "postgresql://flex:secret@db:port/flex",  # a port that is no number
+        "sqlite:///",  # names no file (it used to be an in-memory journal)
+        ":memory:",  # not durable: the Python API only
+        "sqlite://:memory:",
     ],
 )
 def test_unsupported_journal(value: str) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from flex_bridge import version
 from flex_bridge.domain.intents import Intent
 from flex_bridge.errors import RateLimitedError
 
@@ -84,6 +86,13 @@ class Metrics:
         self.in_flight = Gauge(
             "flex_bridge_intents_in_flight", "Intents being driven by this process.", registry=r
         )
+        self.build_info = Gauge(
+            "flex_bridge_build_info",
+            "Always 1: the running flex-bridge's version and Python's.",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build_info.labels(version(), platform.python_version()).set(1)
 
     def count_step(self, intent: Intent) -> None:
         """A coordinator observer: one more intent reached its journal state."""

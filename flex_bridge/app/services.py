@@ -25,7 +25,7 @@ from flex_bridge.app.events import EventInbox, HandlerRegistry
 from flex_bridge.app.metrics import Metrics
 from flex_bridge.app.reconcile import Reconciler
 from flex_bridge.app.recovery import Recovery
-from flex_bridge.errors import FlexBridgeError
+from flex_bridge.errors import ConfigError, FlexBridgeError, JournalError
 from flex_bridge.settings import Settings
 
 logger = logging.getLogger("flex_bridge.web")
@@ -74,13 +74,48 @@ class Services:
 ServicesFactory = Callable[[Settings, Metrics], Awaitable[Services]]
 
 
+async def open_checked(factory: ServicesFactory, settings: Settings, metrics: Metrics) -> Services:
+    """``factory(settings, metrics)``, with what stops start-up as one ``ConfigError`` naming
+    the setting at fault: the journal (``FLEX_BRIDGE_JOURNAL``) that cannot be opened, the
+    user code of the policy file (``FLEX_BRIDGE_POLICY``) that cannot be loaded or built."""
+    try:
+        return await factory(settings, metrics)
+    except JournalError as exc:
+        raise ConfigError(f"FLEX_BRIDGE_JOURNAL: the journal cannot be opened: {exc}") from None
+    except ConfigError as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the module raised
+        if not message.startswith("FLEX_BRIDGE_"):
+            message = f"FLEX_BRIDGE_POLICY ({settings.policy_path or 'the policy'}): {message}"
+        raise ConfigError(message) from None
+
+
 async def open_services(settings: Settings, metrics: Metrics) -> Services:
-    """The real adapters, over the official client (pointed at Twilio or the emulator)."""
+    """The real adapters, over the official client (pointed at Twilio or the emulator).
+
+    On failure, what was opened is closed again before the error goes on.
+    """
     http = BridgeHttpClient(settings.twilio_base_url, timeout=settings.http_timeout)
+    opened: list[Callable[[], Awaitable[None]]] = [http.close]
+    try:
+        return await _open(settings, metrics, http, opened)
+    except BaseException:
+        for closer in reversed(opened):
+            with contextlib.suppress(Exception):
+                await closer()
+        raise
+
+
+async def _open(
+    settings: Settings,
+    metrics: Metrics,
+    http: BridgeHttpClient,
+    opened: list[Callable[[], Awaitable[None]]],
+) -> Services:
     user, password = settings.rest_auth
     client = Client(user, password, account_sid=settings.account_sid, http_client=http)
     journal = open_journal(settings.journal)
     await journal.open()
+    opened.append(journal.close)
     taskrouter = TwilioTaskRouter(client, settings.workspace_sid)
     channel = TwilioSyncChannel(
         client,
@@ -94,6 +129,7 @@ async def open_services(settings: Settings, metrics: Metrics) -> Services:
     if settings.policy.enrichment.enrichers:
         enrichment = Enrichment(settings.policy.enrichment, taskrouter, metrics=metrics)
         closers.insert(0, enrichment.close)
+        opened.append(enrichment.close)
     coordinator = Coordinator(
         journal,
         channel,

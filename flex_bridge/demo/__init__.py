@@ -160,7 +160,7 @@ async def _run(
         sync_service_sid=state.sync_service_sid,
         twilio_base_url=emu_url,
         journal=journal or str(workdir / "journal.db"),
-        public_url=public_url if balancer else None,
+        public_url=public_url,  # what the emulator calls: the balancer, else the bridge
         policy=parse_policy(demo_policy(crm.url)),
     )
     bridge_apps = [

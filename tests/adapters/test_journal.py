@@ -31,6 +31,7 @@ from flex_bridge.adapters.journal import (
     PostgresJournal,
     SqliteJournal,
     journal_path,
+    journal_setting,
     open_journal,
 )
 from flex_bridge.adapters.journal.base import intent_values
@@ -1013,9 +1014,12 @@ async def test_a_read_only_journal_pings_by_reading(tmp_path: Path) -> None:
         ("flex-bridge.db", "flex-bridge.db"),
         ("/var/lib/flex/journal.db", "/var/lib/flex/journal.db"),
         ("data/journal.db", "data/journal.db"),
+        # SQLAlchemy's URLs: three slashes and a relative path, four for an absolute one.
         ("sqlite:///journal.db", "journal.db"),
+        ("sqlite:///rel/path/journal.db", "rel/path/journal.db"),
         ("sqlite:////var/lib/flex/journal.db", "/var/lib/flex/journal.db"),
-        ("sqlite:///", ":memory:"),
+        ("sqlite:////abs/path", "/abs/path"),
+        # In memory: the Python API only (journal_setting refuses it).
         ("sqlite://:memory:", ":memory:"),
         (":memory:", ":memory:"),
     ],
@@ -1030,6 +1034,30 @@ def test_journal_path(value: str, path: str) -> None:
 def test_journal_path_refuses_other_schemes(value: str) -> None:
     with pytest.raises(ConfigError, match="FLEX_BRIDGE_JOURNAL"):
         journal_path(value)
+
+
+def test_journal_path_refuses_a_url_naming_no_file() -> None:
+    """``sqlite:///`` used to become an in-memory journal: no durability, yet ready."""
+    with pytest.raises(ConfigError, match="FLEX_BRIDGE_JOURNAL: sqlite:/// names no file"):
+        journal_path("sqlite:///")
+
+
+@pytest.mark.parametrize(
+    ("value", "path"),
+    [
+        ("sqlite:///rel/path", "rel/path"),
+        ("sqlite:////abs/path", "/abs/path"),
+        ("state/journal.db", "state/journal.db"),
+    ],
+)
+def test_journal_setting_honours_sqlalchemy_urls(value: str, path: str) -> None:
+    assert journal_setting(value) == path
+
+
+@pytest.mark.parametrize("value", ["sqlite:///", ":memory:", "sqlite://:memory:"])
+def test_journal_setting_refuses_an_in_memory_journal(value: str) -> None:
+    with pytest.raises(ConfigError, match="FLEX_BRIDGE_JOURNAL"):
+        journal_setting(value)
 
 
 def test_an_in_memory_journal_takes_no_lock(clock: FakeClock) -> None:

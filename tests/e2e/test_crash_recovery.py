@@ -244,6 +244,7 @@ async def start_rig(
                 FLEX_BRIDGE_TWILIO_BASE_URL=emulator.url,
                 FLEX_BRIDGE_JOURNAL=journal,
                 FLEX_BRIDGE_POLICY=str(policy_path),
+                FLEX_BRIDGE_PUBLIC_URL=f"http://127.0.0.1:{port}",  # as the callbacks are signed
             )
             bridge = BridgeProcess(port, env, tmp_path)
             rig = Rig(bridge, emulator, journal, Admin(emulator, session))

@@ -29,6 +29,7 @@ async def _ready(env: Env) -> tuple[int, Any]:
 
 async def test_readyz_names_the_failing_check(open_env: OpenEnv) -> None:
     env = await open_env(policy={})
+    env.bridge.app.config["readiness"].ttl = 0  # no caching: each call checks again
     status, body = await _ready(env)
     assert status == 200, body
     assert body["status"] == "ready"

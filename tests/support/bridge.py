@@ -78,6 +78,7 @@ def settings_for(
         journal=str(journal),
         policy=parse_policy(policy_data or {}),
         http_timeout=5.0,
+        dev=True,  # no public URL: signatures are checked against the Host header
     )
     return replace(settings, **overrides)
 

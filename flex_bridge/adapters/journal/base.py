@@ -281,12 +281,26 @@ def is_postgres_url(value: str) -> bool:
     return value.split("://", 1)[0].lower() in POSTGRES_SCHEMES and "://" in value
 
 
+MEMORY = ":memory:"
+
+
 def journal_path(value: str) -> str:
-    """``FLEX_BRIDGE_JOURNAL`` as a SQLite file: a path, ``sqlite:///path`` or ``:memory:``."""
+    """A SQLite journal's file as SQLAlchemy reads its URLs: a path, ``sqlite:///rel/path``
+    (relative), ``sqlite:////abs/path`` (absolute), or ``:memory:`` (``sqlite://:memory:``),
+    which only the Python API may ask for (``journal_setting`` refuses it).
+
+    ``sqlite:///`` names no file: refused, not an in-memory journal in disguise.
+    """
     if value.startswith("sqlite:///"):
-        return value[len("sqlite:///") :] or ":memory:"
-    if value in ("sqlite://:memory:", ":memory:"):
-        return ":memory:"
+        path = value[len("sqlite:///") :]
+        if not path:
+            raise ConfigError(
+                "FLEX_BRIDGE_JOURNAL: sqlite:/// names no file: give sqlite:///relative/path "
+                "or sqlite:////absolute/path"
+            )
+        return path
+    if value in ("sqlite://:memory:", MEMORY):
+        return MEMORY
     if "://" in value:
         scheme = value.split("://", 1)[0]
         raise ConfigError(
@@ -297,11 +311,21 @@ def journal_path(value: str) -> str:
 
 
 def journal_setting(value: str) -> str:
-    """``FLEX_BRIDGE_JOURNAL``, checked: a PostgreSQL URL kept whole, or a SQLite path."""
+    """``FLEX_BRIDGE_JOURNAL``, checked: a PostgreSQL URL kept whole, or a SQLite file's path.
+
+    An in-memory journal keeps nothing across a restart: the setting refuses it (tests open
+    one through ``open_journal(":memory:")`` or ``SqliteJournal(":memory:")``).
+    """
     if is_postgres_url(value):
         postgres_name(value)  # raises ConfigError unless it names a host and a database
         return value
-    return journal_path(value)
+    path = journal_path(value)
+    if path == MEMORY:
+        raise ConfigError(
+            "FLEX_BRIDGE_JOURNAL: an in-memory journal is not durable (every intent would be "
+            "lost on restart): give a file's path or a postgresql:// URL"
+        )
+    return path
 
 
 def postgres_name(url: str) -> str:

@@ -309,8 +309,10 @@ export async function startBridge({ bin, dir, port, emulator, corsOrigins, polic
     FLEX_BRIDGE_CORS_ORIGINS: corsOrigins.join(','),
     FLEX_BRIDGE_HTTP_TIMEOUT: '20',
     FLEX_BRIDGE_INSTANCE_ID: instanceId,
+    // The URL the emulator's callbacks are signed for (required outside development).
+    FLEX_BRIDGE_PUBLIC_URL: `http://127.0.0.1:${port}`,
   };
-  for (const name of ['TWILIO_API_KEY', 'TWILIO_API_SECRET', 'FLEX_BRIDGE_PUBLIC_URL', 'FLEX_BRIDGE_WEBHOOK_SECRET']) delete env[name];
+  for (const name of ['TWILIO_API_KEY', 'TWILIO_API_SECRET', 'FLEX_BRIDGE_DEV', 'FLEX_BRIDGE_WEBHOOK_SECRET']) delete env[name];
   const child = new Child('bridge', bin, ['serve', '--host', '127.0.0.1', '--port', String(port)], { env });
   const url = `http://127.0.0.1:${port}`;
   await waitForHttp(`${url}/healthz`, child, 'the bridge to answer /healthz');
