@@ -17,8 +17,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python -m venv /opt/flex-bridge
 
-# The pins first: this layer is rebuilt only when they change.
+# The pins first: this layer is rebuilt only when they change. PIP_CONSTRAINT reaches the
+# isolated build environment too, so the build backend (setuptools, wheel) is pinned as well.
 COPY constraints.txt pyproject.toml README.md ./
+ENV PIP_CONSTRAINT=/src/constraints.txt
 COPY flex_bridge ./flex_bridge
 RUN /opt/flex-bridge/bin/pip install --no-cache-dir -c constraints.txt . \
     && /opt/flex-bridge/bin/flex-bridge --help > /dev/null
