@@ -441,6 +441,7 @@ AGENTS: dict[str, Any] = {
         "call_urls": ["https://handler.example.com/twiml/"],
         "callback_urls": ["https://handler.example.com/status/"],
         "caller_ids": ["+15550100"],
+        "dial_to": ["client:", "+1555"],
     }
 }
 
@@ -454,6 +455,18 @@ AGENTS: dict[str, Any] = {
         ("call", {"from": "+19005550199", "url": "https://handler.example.com/twiml/a"}, "from"),
         ("conference", {"from": "+19005550199"}, "from"),
         ("dequeue", {"from": "+19005550199"}, "from"),
+        # The agent's leg: a premium-rate number is not the agent's phone.
+        ("conference", {"from": "+15550100", "to": "+19005550199"}, "to"),
+        ("dequeue", {"from": "+15550100", "to": "sip:x@evil.example"}, "to"),
+        (
+            "call",
+            {
+                "from": "+15550100",
+                "to": "+447700900000",
+                "url": "https://handler.example.com/twiml/a",
+            },
+            "to",
+        ),
         (
             "conference",
             {"from": "+15550100", "status_callback": "https://evil.example/s"},
@@ -477,7 +490,12 @@ async def test_the_agents_policy_restricts_plugin_actions(
 
 async def test_what_the_agents_policy_allows_goes_through(open_rig: OpenRig) -> None:
     rig = await open_rig(AGENTS)
-    params = {"task_sid": WT, "from": "+15550100", "url": "https://handler.example.com/twiml/a"}
+    params = {
+        "task_sid": WT,
+        "from": "+15550100",
+        "to": "client:agent",
+        "url": "https://handler.example.com/twiml/a",
+    }
     status, body = await action(rig.client, "call", params)
     assert status in (200, 202), body
     assert rig.journal.submits >= 1

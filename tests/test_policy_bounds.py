@@ -187,6 +187,7 @@ def test_the_agents_section_parses_and_is_checked() -> None:
                 "call_urls": ["https://handler.example.com/twiml/"],
                 "callback_urls": ["https://handler.example.com/status"],
                 "caller_ids": ["+15550100"],
+                "dial_to": ["client:", "+1555"],
             }
         }
     )
@@ -194,6 +195,7 @@ def test_the_agents_section_parses_and_is_checked() -> None:
         ("https://handler.example.com/twiml/",),
         ("https://handler.example.com/status",),
         ("+15550100",),
+        ("client:", "+1555"),
     )
     assert parse_policy({"agents": {"call_urls": []}}).agents.call_urls == ()
 
@@ -209,6 +211,8 @@ def test_the_agents_section_parses_and_is_checked() -> None:
         ({"call_urls": ["https://h.example/a?x=1"]}, r"^agents\.call_urls\[0\]"),
         ({"caller_ids": [""]}, r"^agents\.caller_ids\[0\] must be a non-empty string"),
         ({"caller_ids": [datetime.date(2024, 1, 1)]}, r"^agents\.caller_ids\[0\]"),
+        ({"dial_to": "+1"}, r"^agents\.dial_to must be an array of strings"),
+        ({"dial_to": [""]}, r"^agents\.dial_to\[0\] must be a non-empty string"),
         ([], r"^agents must be a table"),
     ],
 )
@@ -247,8 +251,11 @@ def test_agent_params_are_checked_against_the_policy() -> None:
         call_urls=("https://handler.example.com/",),
         callback_urls=("https://status.example.com/",),
         caller_ids=("+15550100",),
+        dial_to=("client:", "+1555"),
     )
     good = {"from": "+15550100", "url": "https://handler.example.com/t"}
+    check_agent_params(agents, "call", {**good, "to": "client:alice"})
+    check_agent_params(agents, "conference", {"from": "+15550100", "to": "+15550111"})
     check_agent_params(agents, "call", good)
     check_agent_params(AgentsPolicy(), "call", {**good, "from": "+19005550199"})
     cases = [
@@ -257,6 +264,9 @@ def test_agent_params_are_checked_against_the_policy() -> None:
         ("call", {**good, "from": "+19005550199"}, "from"),
         ("conference", {"from": "+19005550199"}, "from"),
         ("dequeue", {"from": "+19005550199"}, "from"),
+        ("call", {**good, "to": "+19005550199"}, "to"),
+        ("conference", {"from": "+15550100", "to": "sip:x@evil.example"}, "to"),
+        ("dequeue", {"from": "+15550100", "to": "+4477"}, "to"),
         ("call", {**good, "status_callback_url": "https://evil.example/s"}, "status_callback_url"),
         ("conference", {"status_callback": "https://evil.example/s"}, "status_callback"),
         (

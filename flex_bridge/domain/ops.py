@@ -207,6 +207,12 @@ CALLER_ID_PARAMS: Final[dict[str, tuple[str, ...]]] = {
     "dequeue": ("from",),
     "call": ("from",),
 }
+# Where an op dials: the agent's leg (a number, ``client:…`` or ``sip:…``); Twilio bills it.
+DIAL_TO_PARAMS: Final[dict[str, tuple[str, ...]]] = {
+    "conference": ("to",),
+    "dequeue": ("to",),
+    "call": ("to",),
+}
 
 
 def _form_value(value: Any) -> Any:

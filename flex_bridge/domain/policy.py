@@ -28,6 +28,7 @@ params = {}
 call_urls = ["https://handler.example.com/twiml/"]   # call/redirect ``url`` prefixes
 callback_urls = ["https://handler.example.com/status/"]  # status callback URL prefixes
 caller_ids = ["+15550100"]  # allowed ``from`` numbers
+dial_to = ["client:", "+1555"]  # prefixes of the ``to`` an action may dial (the agent's leg)
 ```
 
 Every number has bounds (``BOUNDS``) and must be a number (not a boolean, not a string, not
@@ -56,6 +57,7 @@ from flex_bridge.domain.attributes import BRIDGE_OWNED, MAX_DEPTH
 from flex_bridge.domain.ops import (
     CALLBACK_URL_PARAMS,
     CALLER_ID_PARAMS,
+    DIAL_TO_PARAMS,
     PARAM_SCHEMAS,
     TARGET_URL_PARAMS,
 )
@@ -155,6 +157,7 @@ class AgentsPolicy:
     call_urls: tuple[str, ...] | None = None  # call and redirect ``url``
     callback_urls: tuple[str, ...] | None = None  # status callback URLs
     caller_ids: tuple[str, ...] | None = None  # ``from`` of conference, dequeue, call
+    dial_to: tuple[str, ...] | None = None  # prefixes of the ``to`` they dial
 
 
 class AgentParamRefused(ForbiddenError):
@@ -239,6 +242,13 @@ def check_agent_params(agents: AgentsPolicy, op: str, params: Mapping[str, Any])
                 raise AgentParamRefused(
                     name,
                     f"{name}: this caller ID is not allowed for plugin actions (agents.caller_ids)",
+                )
+    if agents.dial_to is not None:
+        for name in DIAL_TO_PARAMS.get(op, ()):
+            value = params.get(name)
+            if isinstance(value, str) and not value.startswith(agents.dial_to):
+                raise AgentParamRefused(
+                    name, f"{name}: plugin actions may not dial this address (agents.dial_to)"
                 )
 
 
@@ -594,7 +604,7 @@ def parse_policy(data: Mapping[str, Any]) -> Policy:
 
 def _agents(data: Mapping[str, Any]) -> AgentsPolicy:
     table = _table(data, "agents", "")
-    _known(table, {"call_urls", "callback_urls", "caller_ids"}, "agents")
+    _known(table, {"call_urls", "callback_urls", "caller_ids", "dial_to"}, "agents")
 
     def strings(key: str) -> tuple[str, ...] | None:
         if key not in table:
@@ -622,6 +632,7 @@ def _agents(data: Mapping[str, Any]) -> AgentsPolicy:
         call_urls=prefixes("call_urls"),
         callback_urls=prefixes("callback_urls"),
         caller_ids=strings("caller_ids"),
+        dial_to=strings("dial_to"),
     )
 
 
