@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8800)
     args = parser.parse_args(argv)
-    app = create_app(BaselineConfig.from_env())
+    app = create_app(BaselineConfig.from_env("bench.baseline"))
     server = make_server(args.host, args.port, app, threaded=True)
     # The bridge's listen backlog (werkzeug's own is 128): under a burst neither server loses
     # connection attempts to a full accept queue, so neither pays 1-second SYN retransmits.

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, Response, jsonify, request
 from twilio.base.exceptions import TwilioRestException
@@ -17,8 +12,9 @@ from twilio.http.response import Response as TwilioResponse
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from bench.peers.common import ITEM_TTL, PeerConfig, pending_item, rewrite, settle
+
 logger = logging.getLogger("bench.baseline")
-ITEM_TTL = 86_400  # the bridge's default item TTL, sent on every write as the bridge does
 
 
 class LocalTwilioHttpClient(TwilioHttpClient):  # type: ignore[misc]
@@ -31,62 +27,11 @@ class LocalTwilioHttpClient(TwilioHttpClient):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.base_url = base_url.rstrip("/")
 
-    def rewrite(self, url: str) -> str:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if not host.endswith(".twilio.com"):
-            return url
-        base = urlsplit(self.base_url)
-        product = host.split(".", 1)[0]
-        return urlunsplit(
-            (base.scheme, base.netloc, f"{base.path}/{product}{parts.path}", parts.query, "")
-        )
-
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> TwilioResponse:
-        return super().request(method, self.rewrite(url), *args, **kwargs)
+        return super().request(method, rewrite(url, self.base_url), *args, **kwargs)
 
 
-@dataclass(frozen=True, slots=True)
-class BaselineConfig:
-    account_sid: str
-    auth_token: str
-    workspace_sid: str
-    sync_service_sid: str
-    base_url: str | None = None
-    public_url: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> BaselineConfig:
-        env = os.environ if env is None else env
-        missing = [
-            name
-            for name in (
-                "TWILIO_ACCOUNT_SID",
-                "TWILIO_AUTH_TOKEN",
-                "FLEX_BRIDGE_WORKSPACE_SID",
-                "FLEX_BRIDGE_SYNC_SERVICE_SID",
-            )
-            if not env.get(name)
-        ]
-        if missing:
-            raise SystemExit(f"bench.baseline: missing {', '.join(missing)}")
-        return cls(
-            account_sid=env["TWILIO_ACCOUNT_SID"],
-            auth_token=env["TWILIO_AUTH_TOKEN"],
-            workspace_sid=env["FLEX_BRIDGE_WORKSPACE_SID"],
-            sync_service_sid=env["FLEX_BRIDGE_SYNC_SERVICE_SID"],
-            base_url=env.get("FLEX_BRIDGE_TWILIO_BASE_URL") or None,
-            public_url=(env.get("FLEX_BRIDGE_PUBLIC_URL") or "").rstrip("/") or None,
-        )
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
-
-
-def _intent_id(now: float) -> str:
-    """The same shape as the bridge's ids, so the item passes the channel's schema."""
-    return f"in_{int(now * 1000):012x}{os.urandom(5).hex()}"
+BaselineConfig = PeerConfig  # the name the baseline has always had
 
 
 def create_app(config: BaselineConfig) -> Flask:
@@ -130,21 +75,7 @@ def create_app(config: BaselineConfig) -> Flask:
 
         # 1. Announce on the worker's Sync map that the server is accepting.
         name = f"flex-bridge.worker.{worker_sid}"
-        now = time.time()
-        item: dict[str, Any] = {
-            "v": 1,
-            "intent_id": _intent_id(now),
-            "op": "accept",
-            "phase": "pending",
-            "task_sid": task_sid,
-            "reservation_sid": reservation_sid,
-            "worker_sid": worker_sid,
-            "source": "policy",
-            "requested_at": _iso(now),
-            "updated_at": _iso(now),
-            "reservation_status": None,
-            "error": None,
-        }
+        item = pending_item(task_sid, reservation_sid, worker_sid)
         try:
             ensure_map(name)
             created = sync.sync_maps(name).sync_map_items.create(
@@ -163,13 +94,12 @@ def create_app(config: BaselineConfig) -> Flask:
                 .reservations(reservation_sid)
                 .update(reservation_status="accepted")
             )
-            item.update(phase="applied", reservation_status=reservation.reservation_status)
+            settle(item, reservation.reservation_status)
         except TwilioRestException as exc:
             logger.warning("%s: accept failed: %s", reservation_sid, exc.msg)
-            item.update(phase="failed", error={"code": exc.code, "message": str(exc.msg)[:1024]})
+            settle(item, None, exc.code, str(exc.msg))
 
         # 3. Settle the item, conditional on the revision the announce wrote.
-        item["updated_at"] = _iso(time.time())
         try:
             sync.sync_maps(name).sync_map_items(reservation_sid).update(
                 data=item, if_match=str(created.revision), item_ttl=ITEM_TTL

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8950)
     args = parser.parse_args(argv)
-    app = create_app(FloorConfig.from_env())
+    app = create_app(FloorConfig.from_env("bench.peers.python_floor"))
     config = uvicorn.Config(
         app,
         host=args.host,

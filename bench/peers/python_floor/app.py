@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl
 
 import aiohttp
 from twilio.base.exceptions import TwilioRestException
@@ -18,8 +15,9 @@ from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
+from bench.peers.common import ITEM_TTL, PeerConfig, pending_item, rewrite, settle
+
 logger = logging.getLogger("bench.peers.python_floor")
-ITEM_TTL = 86_400  # the bridge's default item TTL, sent on every write as the bridge does
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,21 +25,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-def rewrite(url: str, base_url: str | None) -> str:
-    """``https://<product>.twilio.com/<path>`` to ``<base_url>/<product>/<path>``."""
-    if not base_url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if not host.endswith(".twilio.com"):
-        return url
-    base = urlsplit(base_url.rstrip("/"))
-    product = host.split(".", 1)[0]
-    return urlunsplit(
-        (base.scheme, base.netloc, f"{base.path}/{product}{parts.path}", parts.query, "")
-    )
 
 
 class FloorHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
@@ -85,44 +68,7 @@ class FloorHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
         return Response(response.status, text, response.headers)
 
 
-@dataclass(frozen=True, slots=True)
-class FloorConfig:
-    account_sid: str
-    auth_token: str
-    workspace_sid: str
-    sync_service_sid: str
-    base_url: str | None = None
-    public_url: str | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> FloorConfig:
-        env = os.environ if env is None else env
-        names = (
-            "TWILIO_ACCOUNT_SID",
-            "TWILIO_AUTH_TOKEN",
-            "FLEX_BRIDGE_WORKSPACE_SID",
-            "FLEX_BRIDGE_SYNC_SERVICE_SID",
-        )
-        missing = [name for name in names if not env.get(name)]
-        if missing:
-            raise SystemExit(f"bench.peers.python_floor: missing {', '.join(missing)}")
-        return cls(
-            account_sid=env["TWILIO_ACCOUNT_SID"],
-            auth_token=env["TWILIO_AUTH_TOKEN"],
-            workspace_sid=env["FLEX_BRIDGE_WORKSPACE_SID"],
-            sync_service_sid=env["FLEX_BRIDGE_SYNC_SERVICE_SID"],
-            base_url=env.get("FLEX_BRIDGE_TWILIO_BASE_URL") or None,
-            public_url=(env.get("FLEX_BRIDGE_PUBLIC_URL") or "").rstrip("/") or None,
-        )
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
-
-
-def _intent_id(now: float) -> str:
-    """The same shape as the bridge's ids, so the item passes the channel's schema."""
-    return f"in_{int(now * 1000):012x}{os.urandom(5).hex()}"
+FloorConfig = PeerConfig
 
 
 class Peer:
@@ -162,21 +108,7 @@ class Peer:
 
         # 1. Announce on the worker's Sync map that the server is accepting.
         name = f"flex-bridge.worker.{worker_sid}"
-        now = time.time()
-        item: dict[str, Any] = {
-            "v": 1,
-            "intent_id": _intent_id(now),
-            "op": "accept",
-            "phase": "pending",
-            "task_sid": task_sid,
-            "reservation_sid": reservation_sid,
-            "worker_sid": worker_sid,
-            "source": "policy",
-            "requested_at": _iso(now),
-            "updated_at": _iso(now),
-            "reservation_status": None,
-            "error": None,
-        }
+        item = pending_item(task_sid, reservation_sid, worker_sid)
         sync_map = self.sync.sync_maps(name)
         try:
             await self.ensure_map(name)
@@ -195,13 +127,12 @@ class Peer:
                 .reservations(reservation_sid)
                 .update_async(reservation_status="accepted")
             )
-            item.update(phase="applied", reservation_status=reservation.reservation_status)
+            settle(item, reservation.reservation_status)
         except TwilioRestException as exc:
             logger.warning("%s: accept failed: %s", reservation_sid, exc.msg)
-            item.update(phase="failed", error={"code": exc.code, "message": str(exc.msg)[:1024]})
+            settle(item, None, exc.code, str(exc.msg))
 
         # 3. Settle the item, conditional on the revision the announce wrote.
-        item["updated_at"] = _iso(time.time())
         try:
             await sync_map.sync_map_items(reservation_sid).update_async(
                 data=item, if_match=str(created.revision), item_ttl=ITEM_TTL
