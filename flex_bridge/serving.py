@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -63,6 +63,31 @@ class Limits:
     header_timeout: float = 10.0
     max_connections: int = 1000
     open: set[object] = field(default_factory=set, repr=False)
+
+
+class HeaderTimer:
+    """One connection's header deadline, for both servers: ``arm`` when a request begins
+    (or the connection opens), ``disarm`` when its headers are in; ``late`` runs if they do
+    not come within ``seconds``."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, seconds: float, late: Callable[[], None]
+    ) -> None:
+        self.loop, self.seconds, self.late = loop, seconds, late
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        if self._handle is None:
+            self._handle = self.loop.call_later(self.seconds, self._fire)
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        self.late()
 
 
 def _choice(name: str, raw: str | None, choices: tuple[str, ...], default: str) -> str:
@@ -182,7 +207,6 @@ def _guard_hypercorn() -> None:
         return
 
     class _GuardedTCPServer(TCPServer):
-        _timer: asyncio.TimerHandle | None = None
         _waiting = True  # for a request's headers (Hypercorn: "idle")
 
         async def run(self) -> None:
@@ -195,12 +219,13 @@ def _guard_hypercorn() -> None:
                 await self._refuse()
                 return
             limits.open.add(self)
-            self._arm()
+            self._timer = HeaderTimer(self.loop, limits.header_timeout, self._late)
+            self._timer.arm()
             try:
                 await super().run()
             finally:
                 limits.open.discard(self)
-                self._disarm()
+                self._timer.disarm()
 
         async def _refuse(self) -> None:
             """Answer 503, then close; what the client sent is read first (for a second at
@@ -215,17 +240,7 @@ def _guard_hypercorn() -> None:
             with contextlib.suppress(OSError, RuntimeError):
                 self.writer.close()
 
-        def _arm(self) -> None:
-            if self._timer is None:
-                self._timer = self.loop.call_later(self._limits.header_timeout, self._late)
-
-        def _disarm(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-
         def _late(self) -> None:
-            self._timer = None
             if self._waiting:
                 self.loop.create_task(self._initiate_server_close())
 
@@ -233,7 +248,7 @@ def _guard_hypercorn() -> None:
             if isinstance(event, Updated) and hasattr(self, "_limits"):
                 self._waiting = event.idle
                 if not event.idle:
-                    self._disarm()  # the headers are in
+                    self._timer.disarm()  # the headers are in
             await super().protocol_send(event)
 
         async def _read_data(self) -> None:
@@ -245,7 +260,7 @@ def _guard_hypercorn() -> None:
             async def reading(n: int = -1) -> bytes:
                 data = await read(n)
                 if data and self._waiting:
-                    self._arm()  # the first bytes of a request: its headers are due
+                    self._timer.arm()  # the first bytes of a request: its headers are due
                 return data
 
             self.reader.read = reading  # type: ignore[method-assign]
@@ -290,41 +305,30 @@ def _guarded_httptools(limits: Limits) -> type[asyncio.Protocol]:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class _Guarded(HttpToolsProtocol):
-        _timer: asyncio.TimerHandle | None = None
-
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._timer = HeaderTimer(self.loop, limits.header_timeout, self._late)
             limits.open.add(self)
             if len(limits.open) > limits.max_connections:
                 transport.write(REFUSED)
                 transport.close()
                 return
-            self._arm()
-
-        def _arm(self) -> None:
-            if self._timer is None:
-                self._timer = self.loop.call_later(limits.header_timeout, self._late)
-
-        def _disarm(self) -> None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._timer.arm()
 
         def _late(self) -> None:
-            self._timer = None
             if not self.transport.is_closing():
                 self.transport.close()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._arm()
+            self._timer.arm()
 
         def on_headers_complete(self) -> None:
-            self._disarm()
+            self._timer.disarm()
             super().on_headers_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
+            self._timer.disarm()
             limits.open.discard(self)
             super().connection_lost(exc)
 
