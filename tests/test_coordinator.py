@@ -5,24 +5,19 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-from flex_bridge.adapters.journal import SqliteJournal
 from flex_bridge.app.coordinator import Coordinator
 from flex_bridge.app.recovery import Recovery
-from flex_bridge.domain.policy import Policy
 from flex_bridge.domain.protocol import INSTRUCTION_GRACE
 from flex_bridge.domain.types import Op
 from tests.support.clock import Clock
+from tests.support.coordinators import make_coordinator
 from tests.support.fakes import WK, WR, WT, FakeChannel, FakeReservations
 
 
 async def make(
     status: str = "pending",
 ) -> tuple[Coordinator, FakeReservations, FakeChannel, Clock]:
-    clock = Clock(1_700_000_000.0)
-    journal = SqliteJournal(":memory:", clock=clock)
-    await journal.open()
-    tr, channel = FakeReservations.holding(status), FakeChannel()
-    return Coordinator(journal, channel, tr, Policy(), clock=clock), tr, channel, clock
+    return await make_coordinator(status)
 
 
 async def instructed(coord: Coordinator, op: Op, params: dict[str, Any]) -> str:

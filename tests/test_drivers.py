@@ -10,11 +10,9 @@ from pathlib import Path
 import pytest
 
 from flex_bridge.adapters.journal import SqliteJournal
-from flex_bridge.app.coordinator import Coordinator
 from flex_bridge.app.drivers import Drivers, Handoff
-from flex_bridge.domain.policy import Policy
-from tests.support.clock import Clock
-from tests.support.fakes import WK, WR, WT, FakeChannel, FakeReservations
+from tests.support.coordinators import make_coordinator, submit
+from tests.support.fakes import WK, WR, WT
 from tests.support.intents import make_intent
 
 
@@ -116,22 +114,12 @@ async def test_idle_waits_for_the_waiting_ones_too_and_cancel_drops_them() -> No
 async def test_an_accept_takes_four_journal_commits_and_settles(tmp_path: Path, limit: int) -> None:
     """Submit with the lease; announced with the first attempt; applied; settled with the
     lease's release: four write transactions, however many drivers are free."""
-    clock = Clock(1_700_000_000.0)
-    journal = SqliteJournal(tmp_path / "journal.db", clock=clock)
-    await journal.open()
-    tr, channel = FakeReservations.holding("pending"), FakeChannel()
-    coord = Coordinator(journal, channel, tr, Policy(), clock=clock, owner="me")
+    coord, tr, channel, _ = await make_coordinator(journal_path=tmp_path / "journal.db", owner="me")
+    journal = coord.journal
+    assert isinstance(journal, SqliteJournal)
     coord.drivers.limit = limit
     try:
-        intent, created = await coord.submit(
-            op="accept",
-            reservation_sid=WR,
-            task_sid=WT,
-            worker_sid=WK,
-            source="policy",
-            params={},
-            deadline=None,
-        )
+        intent, created = await submit(coord)
         await coord.idle()
         assert created and journal.commits == 4
         done = await journal.get(intent.intent_id)

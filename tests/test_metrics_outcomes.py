@@ -7,13 +7,12 @@ import logging
 
 import pytest
 
-from flex_bridge.adapters.journal import SqliteJournal
 from flex_bridge.app.coordinator import Coordinator
 from flex_bridge.domain import protocol
 from flex_bridge.domain.policy import parse_policy
 from flex_bridge.errors import TransientUpstreamError
-from tests.support.clock import Clock
-from tests.support.fakes import WK, WR, WT, FakeChannel, FakeReservations
+from tests.support.coordinators import make_coordinator, submit
+from tests.support.fakes import FakeChannel, FakeReservations
 
 
 @pytest.mark.parametrize(
@@ -36,12 +35,9 @@ def test_metric_outcome(outcome: str | None, status: str | None, label: str) -> 
 async def coordinator(
     status: str, mode: str = "strict"
 ) -> tuple[Coordinator, FakeReservations, FakeChannel]:
-    clock = Clock(1_700_000_000.0)
-    journal = SqliteJournal(":memory:", clock=clock)
-    await journal.open()
-    tr, channel = FakeReservations.holding(status), FakeChannel()
     policy = parse_policy({"sync": {"mode": mode, "announce_timeout": 0.05}})
-    return Coordinator(journal, channel, tr, policy, clock=clock), tr, channel
+    coord, tr, channel, _ = await make_coordinator(status, policy)
+    return coord, tr, channel
 
 
 def sample(coord: Coordinator, name: str, **labels: str) -> float:
@@ -50,15 +46,7 @@ def sample(coord: Coordinator, name: str, **labels: str) -> float:
 
 
 async def accept(coord: Coordinator) -> None:
-    await coord.submit(
-        op="accept",
-        reservation_sid=WR,
-        task_sid=WT,
-        worker_sid=WK,
-        source="policy",
-        params={},
-        deadline=None,
-    )
+    await submit(coord)
     await coord.idle()
 
 
@@ -94,16 +82,7 @@ async def test_an_instruction_reply_whose_announce_timed_out_is_counted_too(
 ) -> None:
     coord, _, channel = await coordinator("pending", "degrade")
     channel.errors = [TransientUpstreamError("Sync down")] * 50
-    intent, _ = await coord.submit(
-        op="accept",
-        reservation_sid=WR,
-        task_sid=WT,
-        worker_sid=WK,
-        source="policy",
-        params={},
-        deadline=None,
-        via="instruction",
-    )
+    intent, _ = await submit(coord, via="instruction")
     with caplog.at_level(logging.WARNING, logger="flex_bridge.coordinator"):
         announced = await coord.announce_only(intent, 0.0)
     assert announced.state == "announced" and announced.late_announce
