@@ -43,6 +43,9 @@ async def open_env(
         # first request only once it has, so one answered request means the bridge is ready.
         status, body, _ = await env.request("GET", "/healthz")
         assert status == 200, body
+        # The start-up check of TaskRouter and Sync runs beside start-up; /readyz waits for
+        # that run, so a fault a test installs next meets the test's requests, not the check's.
+        await env.request("GET", "/readyz")
         await _startup_listing(env)
         return env
 

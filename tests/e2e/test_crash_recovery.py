@@ -137,7 +137,13 @@ class BridgeProcess:
                 raise AssertionError(f"the bridge exited ({code}) at start-up\n{self.output()}")
             try:
                 async with session.get(self.url + "/healthz") as response:
-                    return response.status == 200
+                    if response.status != 200:
+                        return False
+                # /readyz waits for the start-up check of TaskRouter and Sync, so a fault
+                # installed next meets the test's requests, not the check's.
+                async with session.get(self.url + "/readyz") as response:
+                    await response.read()
+                return True
             except aiohttp.ClientError:
                 return False
 

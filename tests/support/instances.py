@@ -82,7 +82,13 @@ class Instance:
                 raise AssertionError(f"{self.name} exited ({code}) at start-up\n{self.output()}")
             try:
                 async with session.get(self.url + "/healthz") as response:
-                    return response.status == 200
+                    if response.status != 200:
+                        return False
+                # /readyz waits for the start-up check of TaskRouter and Sync, so a fault
+                # installed next meets the test's requests, not the check's.
+                async with session.get(self.url + "/readyz") as response:
+                    await response.read()
+                return True
             except aiohttp.ClientError:
                 return False
 
