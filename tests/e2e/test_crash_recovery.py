@@ -487,8 +487,10 @@ async def test_recovery_leaves_an_instruction_to_the_callback_still_answering(
     bridge, admin = rig.bridge, rig.admin
     bridge.start()
     await bridge.ready(admin.session)
-    # The announce takes a second (its first Sync request is slow): sweeps run meanwhile.
-    await admin.faults([{"product": "sync", "latency_ms": 1000, "count": 1}])
+    # The announce takes a second (its first item write is slow): sweeps run meanwhile.
+    await admin.faults(
+        [{"product": "sync", "method": "POST", "path": "/Items", "latency_ms": 1000, "count": 1}]
+    )
 
     task = await rig.create_task()
     [reservation] = await rig.reservations(task.sid)

@@ -85,8 +85,13 @@ async def test_degrade_accepts_after_the_bounded_wait_and_converges(open_env: Op
             "recovery": {"interval": 0.2},
         }
     )
-    # The first Sync request hangs for far longer than the announce may take; every one fails.
-    await env.admin.faults([{"product": "sync", "latency_ms": 3000, "count": 1}, SYNC_DOWN])
+    # The first item write hangs for far longer than the announce may take; every one fails.
+    await env.admin.faults(
+        [
+            {"product": "sync", "method": "POST", "path": "/Items", "latency_ms": 3000, "count": 1},
+            SYNC_DOWN,
+        ]
+    )
     task, reservation = await env.create_task()
 
     async def accepted() -> Any:
@@ -205,7 +210,9 @@ async def test_strict_with_slow_sync_answers_the_callback_with_no_instruction(
             "recovery": {"interval": 0.2},
         }
     )
-    await env.admin.faults([{"product": "sync", "latency_ms": 2000, "count": 1}])
+    await env.admin.faults(
+        [{"product": "sync", "method": "POST", "path": "/Items", "latency_ms": 2000, "count": 1}]
+    )
     task, reservation = await env.create_task()
 
     async def answered() -> Any:
