@@ -384,7 +384,6 @@ def test_dockerignore_keeps_local_state_and_caches_out_and_what_is_copied_in(
 EXTERNAL_METRICS: frozenset[str] = frozenset(
     {
         "up",  # Prometheus' own, per scrape target
-        "probe_success",  # the blackbox exporter's, probing /readyz
     }
 )
 PROMQL_WORDS = {
@@ -502,7 +501,8 @@ def test_the_rules_cover_what_operators_must_hear_about(rules: list[dict[str, An
     used = {name for rule in rules for name, _ in metric_selectors(rule["expr"])}
     for needed in (
         "up",  # down, and no scrape at all (absent)
-        "probe_success",  # readiness
+        "flex_bridge_ready",  # readiness
+        "flex_bridge_ready_checked_timestamp_seconds",  # and that someone asks for it
         "flex_bridge_intents_total",  # intents failing
         "flex_bridge_upstream_429_total",
         "flex_bridge_upstream_retries_total",

@@ -17,6 +17,7 @@ import pytest
 from quart import Quart
 
 from flex_bridge import logs
+from flex_bridge.app.metrics import Metrics
 from flex_bridge.cli import serve_bridge
 from flex_bridge.errors import UpstreamError
 from flex_bridge.serving import SERVERS, Limits, bind, serve_app
@@ -54,6 +55,7 @@ def readiness(pings: Pings, now: list[float]) -> Readiness:
             "taskrouter": pings.port("taskrouter"),
             "sync": None,
             "channel": pings.port("sync"),
+            "metrics": Metrics(),
         },
     )()
     return Readiness(svc, clock=lambda: now[0])
@@ -97,6 +99,37 @@ async def test_a_caller_that_goes_away_does_not_cancel_the_check() -> None:
     pings.release.set()
     assert (await second)["sync"] == "ok"
     assert ready.runs == 1
+
+
+def gauges(ready: Readiness) -> dict[str, float]:
+    registry = ready.metrics.registry
+    values = {
+        check: registry.get_sample_value("flex_bridge_ready", {"check": check})
+        for check in ("journal", "taskrouter", "sync")
+    }
+    values["checked"] = registry.get_sample_value("flex_bridge_ready_checked_timestamp_seconds")
+    assert all(v is not None for v in values.values()), values
+    return values  # type: ignore[return-value]
+
+
+async def test_the_ready_gauge_follows_each_run() -> None:
+    pings, now = Pings(), [100.0]
+    ready = readiness(pings, now)
+    # Exported before any run, so an alert on a check's 0 has a series from the start.
+    assert gauges(ready) == {"journal": 0, "taskrouter": 0, "sync": 0, "checked": 0}
+    pings.release.set()
+    await ready.results()
+    first = gauges(ready)
+    assert first["journal"] == first["taskrouter"] == first["sync"] == 1
+    assert first["checked"] > 1_000_000_000  # Unix time, for "nobody asked /readyz lately"
+    now[0] += READY_CACHE_SECONDS + 0.1
+    pings.failing.add("sync")
+    await ready.results()
+    assert gauges(ready)["sync"] == 0 and gauges(ready)["taskrouter"] == 1
+    now[0] += READY_CACHE_SECONDS + 0.1
+    pings.failing.clear()
+    await ready.results()
+    assert gauges(ready)["sync"] == 1
 
 
 # ------------------------------------------------------------------- serving the bridge

@@ -86,6 +86,18 @@ class Metrics:
         self.in_flight = Gauge(
             "flex_bridge_intents_in_flight", "Intents being driven by this process.", registry=r
         )
+        self.ready = Gauge(
+            "flex_bridge_ready",
+            "1 if the last readiness check of this component passed, else 0 (set by each"
+            " /readyz run and by the start-up check).",
+            ["check"],
+            registry=r,
+        )
+        self.ready_checked = Gauge(
+            "flex_bridge_ready_checked_timestamp_seconds",
+            "Unix time at which the readiness checks last ran (0: not yet).",
+            registry=r,
+        )
         self.build_info = Gauge(
             "flex_bridge_build_info",
             "Always 1: the running flex-bridge's version and Python's.",

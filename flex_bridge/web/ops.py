@@ -62,6 +62,9 @@ class Readiness:
         }
         self.ttl = ttl
         self.clock = clock
+        self.metrics = svc.metrics
+        for name in self.checks:  # exported before the first run, so alerts see every check
+            self.metrics.ready.labels(name)
         self.runs = 0  # how many times the checks ran (tests)
         self._answer: tuple[float, dict[str, str], dict[str, BaseException]] | None = None
         self._running: asyncio.Future[tuple[dict[str, str], dict[str, BaseException]]] | None = None
@@ -105,7 +108,11 @@ class Readiness:
 
         # Concurrently: one hanging upstream must not hold up the others' answers.
         outcomes = await asyncio.gather(*(one(n, c) for n, c in self.checks.items()))
-        return dict(zip(self.checks, outcomes, strict=True)), errors
+        results = dict(zip(self.checks, outcomes, strict=True))
+        for name, outcome in results.items():
+            self.metrics.ready.labels(name).set(1 if outcome == "ok" else 0)
+        self.metrics.ready_checked.set_to_current_time()
+        return results, errors
 
 
 async def first_check(readiness: Readiness) -> None:
