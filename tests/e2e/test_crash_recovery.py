@@ -43,6 +43,7 @@ from tests.support.bridge import (
     reservation_updates,
     seed_for,
     settled_item,
+    started,
     wait_until,
 )
 from tests.support.emulator import Admin, RunningEmulator, twilio_client
@@ -135,17 +136,7 @@ class BridgeProcess:
             code = self.running.poll()
             if code is not None:
                 raise AssertionError(f"the bridge exited ({code}) at start-up\n{self.output()}")
-            try:
-                async with session.get(self.url + "/healthz") as response:
-                    if response.status != 200:
-                        return False
-                # /readyz waits for the start-up check of TaskRouter and Sync, so a fault
-                # installed next meets the test's requests, not the check's.
-                async with session.get(self.url + "/readyz") as response:
-                    await response.read()
-                return True
-            except aiohttp.ClientError:
-                return False
+            return await started(session, self.url)
 
         await eventually(up, "the bridge answering /healthz", self)
 

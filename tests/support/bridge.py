@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from flex_bridge.app.recovery import Recovery
 from flex_bridge.domain.policy import Policy, parse_policy
 from flex_bridge.domain.protocol import INSTRUCTION_GRACE
@@ -138,6 +140,21 @@ async def settled_item(admin: Admin, reservation_sid: str) -> dict[str, Any] | N
     if writes and writes[-1]["data"] and writes[-1]["data"]["phase"] != "pending":
         return writes[-1]["data"]  # type: ignore[no-any-return]
     return None
+
+
+async def started(session: aiohttp.ClientSession, url: str) -> bool:
+    """Whether the bridge process at ``url`` serves, and its start-up check of TaskRouter and
+    Sync is over: ``/readyz`` waits for that check (whatever it answers), so a fault a test
+    installs next meets the test's own requests, not the check's."""
+    try:
+        async with session.get(url + "/healthz") as response:
+            if response.status != 200:
+                return False
+        async with session.get(url + "/readyz") as response:
+            await response.read()
+    except aiohttp.ClientError:
+        return False
+    return True
 
 
 async def sweep_later(svc: Any) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.support.bridge import wait_until
+from tests.support.bridge import started, wait_until
 from tests.support.emulator import RunningEmulator
 
 REPO = str(Path(__file__).resolve().parents[2])  # for ``-m tests.support.crashing_bridge``
@@ -80,17 +80,7 @@ class Instance:
             code = self.proc.poll()
             if code is not None:
                 raise AssertionError(f"{self.name} exited ({code}) at start-up\n{self.output()}")
-            try:
-                async with session.get(self.url + "/healthz") as response:
-                    if response.status != 200:
-                        return False
-                # /readyz waits for the start-up check of TaskRouter and Sync, so a fault
-                # installed next meets the test's requests, not the check's.
-                async with session.get(self.url + "/readyz") as response:
-                    await response.read()
-                return True
-            except aiohttp.ClientError:
-                return False
+            return await started(session, self.url)
 
         await eventually(up, f"{self.name} answering /healthz", self.output)
 
