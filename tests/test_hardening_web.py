@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 from quart.typing import TestClientProtocol as Client
@@ -33,9 +32,8 @@ from flex_bridge.settings import Settings
 from flex_bridge.web import create_app
 from tests.support.clock import Clock
 from tests.support.fakes import WK, WR, WT, FakeChannel, FakeTaskRouter, FakeTokens
-from tests.test_reconcile import services
+from tests.test_reconcile import AUTH_TOKEN, services, signed_post
 
-AUTH_TOKEN = "token"  # what tests/test_reconcile.services configures
 ACCOUNT = "AC" + "f" * 32  # ... and its account and workspace
 WORKSPACE = "WS" + "f" * 32
 OTHER_ACCOUNT = "AC" + "1" * 32
@@ -135,19 +133,6 @@ def error_of(body: Any, code: str) -> dict[str, Any]:
     assert body["error"]["code"] == code, body
     assert body["error"]["message"], body
     return body["error"]  # type: ignore[no-any-return]
-
-
-async def signed_form(client: Client, path: str, form: dict[str, str]) -> tuple[int, Any]:
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(f"http://localhost{path}", form)
-    response = await client.post(
-        path,
-        data=urlencode(form),
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Twilio-Signature": signature,
-        },
-    )
-    return response.status_code, await response.get_json()
 
 
 async def signed_json(client: Client, path: str, body: bytes) -> tuple[int, Any]:
@@ -290,10 +275,10 @@ async def test_callbacks_for_another_account_or_workspace_are_refused(
 ) -> None:
     rig = await open_rig(ACCEPT_ALL)
     caplog.set_level(logging.INFO)
-    status, body = await signed_form(rig.client, "/taskrouter/assignment", assignment(**foreign))
+    status, body = await signed_post(rig.client, "/taskrouter/assignment", assignment(**foreign))
     assert status == 403, body
     error_of(body, "wrong_account")
-    status, body = await signed_form(rig.client, "/taskrouter/events", event(**foreign))
+    status, body = await signed_post(rig.client, "/taskrouter/events", event(**foreign))
     assert status == 403, body
     error_of(body, "wrong_account")
     await rig.svc.coordinator.idle()
@@ -308,10 +293,10 @@ async def test_callbacks_for_another_account_or_workspace_are_refused(
 async def test_callbacks_for_this_account_and_workspace_go_through(open_rig: OpenRig) -> None:
     rig = await open_rig(ACCEPT_ALL)
     own = {"AccountSid": ACCOUNT, "WorkspaceSid": WORKSPACE}
-    status, body = await signed_form(rig.client, "/taskrouter/events", event(**own))
+    status, body = await signed_post(rig.client, "/taskrouter/events", event(**own))
     assert status == 204, body
     assert rig.journal.inbox_puts == 1
-    status, body = await signed_form(rig.client, "/taskrouter/assignment", assignment(**own))
+    status, body = await signed_post(rig.client, "/taskrouter/assignment", assignment(**own))
     assert status == 200, body
     assert rig.journal.submits >= 1
 
@@ -356,7 +341,7 @@ async def test_deeply_nested_task_attributes_in_a_callback_are_a_400(
 ) -> None:
     rig = await open_rig(ACCEPT_ALL)
     form = assignment(TaskAttributes=DEEP)
-    status, body = await signed_form(rig.client, "/taskrouter/assignment", form)
+    status, body = await signed_post(rig.client, "/taskrouter/assignment", form)
     assert status == 400, body
     assert "TaskAttributes" in error_of(body, "invalid_attributes")["message"]
     assert len(warnings(caplog)) == 1, warnings(caplog)

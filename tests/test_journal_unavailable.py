@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 from quart.typing import TestClientProtocol as Client
-from twilio.request_validator import RequestValidator
 
 from flex_bridge.adapters.journal import SqliteJournal
 from flex_bridge.app.metrics import Metrics
@@ -20,9 +17,7 @@ from flex_bridge.settings import Settings
 from flex_bridge.web import create_app
 from tests.support.clock import Clock
 from tests.support.fakes import WK, WR, WT, FakeChannel, FakeTaskRouter
-from tests.test_reconcile import services
-
-AUTH_TOKEN = "token"  # the one tests/test_reconcile.services configures
+from tests.test_reconcile import services, signed_post
 
 
 class BrokenJournal(SqliteJournal):
@@ -56,31 +51,17 @@ async def client(tmp_path: Path) -> AsyncIterator[Client]:
     await journal.close()
 
 
-async def post(client: Client, path: str, form: dict[str, str]) -> tuple[int, Any]:
-    url = f"http://localhost{path}"
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, form)
-    response = await client.post(
-        path,
-        data=urlencode(form),
-        headers={
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Twilio-Signature": signature,
-        },
-    )
-    return response.status_code, await response.get_json()
-
-
 async def test_an_assignment_callback_that_cannot_be_recorded_is_503(
     client: Client,
 ) -> None:
     form = {"ReservationSid": WR, "TaskSid": WT, "WorkerSid": WK, "TaskAttributes": "{}"}
-    status, body = await post(client, "/taskrouter/assignment", form)
+    status, body = await signed_post(client, "/taskrouter/assignment", form)
     assert status == 503, body
     assert body["error"]["code"] == "journal_unavailable"
 
 
 async def test_an_event_that_cannot_be_recorded_is_503(client: Client) -> None:
     event = {"EventType": "reservation.accepted", "ResourceSid": WR, "Timestamp": "1700000000"}
-    status, body = await post(client, "/taskrouter/events", event)
+    status, body = await signed_post(client, "/taskrouter/events", event)
     assert status == 503, body
     assert body["error"]["code"] == "journal_unavailable"

@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+from quart.typing import TestClientProtocol as Client
+from twilio.request_validator import RequestValidator
 
 from flex_bridge.adapters.journal import Journal, SqliteJournal
 from flex_bridge.app.coordinator import Coordinator
@@ -44,6 +48,23 @@ class Rig:
         assert settled is not None and settled.outcome == "applied"
 
 
+AUTH_TOKEN = "token"  # what ``services`` configures
+
+
+async def signed_post(client: Client, path: str, form: dict[str, str]) -> tuple[int, Any]:
+    """A TaskRouter callback to an app built over ``services``, signed with its token."""
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(f"http://localhost{path}", form)
+    response = await client.post(
+        path,
+        data=urlencode(form),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": signature,
+        },
+    )
+    return response.status_code, await response.get_json()
+
+
 def services(
     journal: Journal,
     tr: FakeTaskRouter,
@@ -53,7 +74,7 @@ def services(
 ) -> Services:
     settings = Settings(
         account_sid="AC" + "f" * 32,
-        auth_token="token",
+        auth_token=AUTH_TOKEN,
         workspace_sid="WS" + "f" * 32,
         sync_service_sid="IS" + "f" * 32,
         journal="journal.db",
