@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,17 @@ def _no_retry_waits() -> Iterator[None]:
     set_testing(True)
     yield
     set_testing(False)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """For tests that run ``flex-bridge serve``, which configures the root logger: put it
+    back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from flex_bridge.settings import Settings
 from flex_bridge.web.ops import READY_CACHE_SECONDS, Readiness
 from tests.support.bridge import RunningBridge, settings_for
 from tests.support.emulator import RunningEmulator
+from tests.support.net import free_port
 
 
 # ------------------------------------------------------------------ 5. readiness, cached
@@ -133,20 +133,6 @@ async def test_the_ready_gauge_follows_each_run() -> None:
 
 
 # ------------------------------------------------------------------- serving the bridge
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 class Served:

@@ -36,15 +36,10 @@ from flex_bridge.serving import (
     uvicorn_config,
 )
 from flex_bridge.settings import Settings
+from tests.support.bridge import SETTINGS_ENV
 from tests.support.threaded import ThreadedServer
 
-BRIDGE_ENV = {
-    "TWILIO_ACCOUNT_SID": "AC" + "0123456789abcdef" * 2,
-    "TWILIO_AUTH_TOKEN": "secret-token",
-    "FLEX_BRIDGE_WORKSPACE_SID": "WS" + "1" * 32,
-    "FLEX_BRIDGE_SYNC_SERVICE_SID": "IS" + "a" * 32,
-    "FLEX_BRIDGE_DEV": "1",
-}
+BRIDGE_ENV = SETTINGS_ENV
 
 
 # ------------------------------------------------------------------------------- settings

@@ -11,19 +11,13 @@ from flex_bridge.domain.policy import Policy
 from flex_bridge.emulator.settings import EmulatorSettings
 from flex_bridge.errors import ConfigError
 from flex_bridge.settings import Settings, load_policy
+from tests.support.bridge import SETTINGS_ENV
 
-AC = "AC" + "0123456789abcdef" * 2
-WS = "WS" + "1" * 32
-IS = "IS" + "a" * 32
+BASE = SETTINGS_ENV
+AC = BASE["TWILIO_ACCOUNT_SID"]
+WS = BASE["FLEX_BRIDGE_WORKSPACE_SID"]
+IS = BASE["FLEX_BRIDGE_SYNC_SERVICE_SID"]
 WA = "WA" + "b" * 32
-
-BASE = {
-    "TWILIO_ACCOUNT_SID": AC,
-    "TWILIO_AUTH_TOKEN": "secret-token",
-    "FLEX_BRIDGE_WORKSPACE_SID": WS,
-    "FLEX_BRIDGE_SYNC_SERVICE_SID": IS,
-    "FLEX_BRIDGE_DEV": "1",  # no public URL: development
-}
 
 
 def env(**changes: str | None) -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,27 +17,14 @@ from flex_bridge.app.metrics import Metrics
 from flex_bridge.cli import main
 from flex_bridge.errors import ConfigError
 from flex_bridge.settings import Settings
-from tests.support.bridge import RunningBridge, settings_for, wait_until
+from tests.support.bridge import SETTINGS_ENV, RunningBridge, settings_for, wait_until
 from tests.support.emulator import RunningEmulator
 
 BASE = {
-    "TWILIO_ACCOUNT_SID": "AC" + "0123456789abcdef" * 2,
-    "TWILIO_AUTH_TOKEN": "secret-token",
-    "FLEX_BRIDGE_WORKSPACE_SID": "WS" + "1" * 32,
-    "FLEX_BRIDGE_SYNC_SERVICE_SID": "IS" + "a" * 32,
+    **{k: v for k, v in SETTINGS_ENV.items() if k != "FLEX_BRIDGE_DEV"},  # production
     # Nothing listens there: start-up must fail before any upstream call matters.
     "FLEX_BRIDGE_TWILIO_BASE_URL": "http://127.0.0.1:9",
 }
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """``flex-bridge serve`` configures the root logger; put it back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 Serve = Callable[..., tuple[int, str, str]]

@@ -39,7 +39,8 @@ from flex_bridge.adapters.journal.postgres import MIGRATIONS, SCHEMA_VERSION
 from flex_bridge.domain.intents import ErrorInfo, Intent, new_intent_id
 from flex_bridge.domain.types import Op
 from flex_bridge.errors import ConfigError, JournalError
-from tests.support.postgres import PostgresServer, free_port, with_query
+from tests.support.net import free_port
+from tests.support.postgres import PostgresServer, with_query
 
 WT = "WT" + "0123456789abcdef" * 2
 WT2 = "WT" + "1" * 32

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,6 +46,7 @@ from tests.support.bridge import (
     wait_until,
 )
 from tests.support.emulator import Admin, RunningEmulator, twilio_client
+from tests.support.net import free_port
 
 POINTS = ("recorded", "announced", "applied")
 REPO = str(Path(__file__).resolve().parents[2])  # for ``-m tests.support.crashing_bridge``
@@ -81,13 +81,6 @@ TRIALS = 3
 TASKS_PER_TRIAL = 3
 # 9 accepted tasks, plus at most 2 workers per trial left in the timeout activity.
 TRIAL_WORKERS = tuple(f"Agent {i + 1}" for i in range(TRIALS * TASKS_PER_TRIAL + 2 * TRIALS + 1))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class BridgeProcess:

@@ -27,6 +27,14 @@ def policy(**toml: Any) -> Policy:
     return parse_policy(toml)
 
 
+# The least environment ``Settings.from_env`` accepts: development (no public URL).
+SETTINGS_ENV = {
+    "TWILIO_ACCOUNT_SID": "AC" + "0123456789abcdef" * 2,
+    "TWILIO_AUTH_TOKEN": "secret-token",
+    "FLEX_BRIDGE_WORKSPACE_SID": "WS" + "1" * 32,
+    "FLEX_BRIDGE_SYNC_SERVICE_SID": "IS" + "a" * 32,
+    "FLEX_BRIDGE_DEV": "1",
+}
 ACCEPT_ALL = {"assignment": {"rules": [{"name": "all", "op": "accept"}]}}
 
 

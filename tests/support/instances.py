@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -22,16 +21,10 @@ import aiohttp
 
 from tests.support.bridge import started, wait_until
 from tests.support.emulator import RunningEmulator
+from tests.support.net import free_port
 
 REPO = str(Path(__file__).resolve().parents[2])  # for ``-m tests.support.crashing_bridge``
 BOUND = 30.0  # generous upper bound of every wait; nothing asserts a duration
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 class Instance:

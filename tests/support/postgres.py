@@ -21,7 +21,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -34,6 +33,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+
+from tests.support.net import free_port
 
 ENV = "FLEX_BRIDGE_TEST_POSTGRES"
 INITDB = "/usr/lib/postgresql/*/bin/initdb"
@@ -132,13 +133,6 @@ def running_postgres() -> Iterator[PostgresServer]:
 def _version(initdb: str) -> tuple[int, ...]:
     version = Path(initdb).parent.parent.name
     return tuple(int(n) for n in version.split(".") if n.isdigit())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
