@@ -41,6 +41,8 @@ BACKLOG = 1024
 # connection first races the client's next request on it.
 KEEP_ALIVE = 75
 GRACEFUL_TIMEOUT = 2  # seconds for requests in flight to finish at shutdown
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds a client has to send a request's headers
+DEFAULT_MAX_CONNECTIONS = 1000  # open HTTP connections at once; more are refused
 # What a connection over the cap is told before it is closed.
 _REFUSED_BODY = b'{"error": {"code": "too_many_connections", "message": "try again later"}}'
 REFUSED = (
@@ -60,8 +62,8 @@ class Limits:
     answered 503 and closed at once. Both servers apply the same rules (see below).
     """
 
-    header_timeout: float = 10.0
-    max_connections: int = 1000
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     open: set[object] = field(default_factory=set, repr=False)
 
 
@@ -90,7 +92,9 @@ class HeaderTimer:
         self.late()
 
 
-def _choice(name: str, raw: str | None, choices: tuple[str, ...], default: str) -> str:
+def choice_setting(name: str, raw: str | None, choices: tuple[str, ...], default: str) -> str:
+    """``raw`` (unset or empty: ``default``) checked as one of ``choices``; ``name`` is the
+    setting it came from, for the error."""
     value = (raw or "").strip()
     if not value:
         return default
@@ -102,12 +106,12 @@ def _choice(name: str, raw: str | None, choices: tuple[str, ...], default: str) 
 def server_setting(name: str, raw: str | None) -> str:
     """``raw`` (unset or empty: the default) checked as a server's name; ``name`` is the
     setting it came from, for the error."""
-    return _choice(name, raw, SERVERS, DEFAULT_SERVER)
+    return choice_setting(name, raw, SERVERS, DEFAULT_SERVER)
 
 
 def loop_setting(name: str, raw: str | None) -> str:
     """``raw`` (unset or empty: the default) checked as an event loop's name."""
-    return _choice(name, raw, LOOPS, DEFAULT_LOOP)
+    return choice_setting(name, raw, LOOPS, DEFAULT_LOOP)
 
 
 def run(main: Coroutine[Any, Any, T], loop: str = DEFAULT_LOOP) -> T:

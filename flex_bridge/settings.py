@@ -10,10 +10,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from flex_bridge import logs
 from flex_bridge.adapters.journal import journal_setting
 from flex_bridge.domain.policy import Policy, PolicyError, parse_policy
 from flex_bridge.errors import ConfigError
-from flex_bridge.serving import DEFAULT_LOOP, DEFAULT_SERVER, loop_setting, server_setting
+from flex_bridge.serving import (
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_LOOP,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SERVER,
+    choice_setting,
+    loop_setting,
+    server_setting,
+)
 
 _SID_RE = re.compile(r"^[A-Z]{2}[0-9a-fA-F]{32}$")
 
@@ -51,9 +60,6 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 DEFAULT_CORS_ORIGINS = ("https://flex.twilio.com",)
-LOG_FORMATS = ("text", "json")
-DEFAULT_HEADER_TIMEOUT = 10.0  # seconds a client has to send a request's headers
-DEFAULT_MAX_CONNECTIONS = 1000  # open HTTP connections at once; more are refused
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -81,15 +87,6 @@ def _count(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigError(f"{name} must be a positive whole number; got {raw!r}")
     return int(raw)
-
-
-def _log_format(env: Mapping[str, str], name: str) -> str:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return "text"
-    if raw not in LOG_FORMATS:
-        raise ConfigError(f"{name} must be {' or '.join(LOG_FORMATS)}; got {raw!r}")
-    return raw
 
 
 def _origins(env: Mapping[str, str], name: str) -> tuple[str, ...]:
@@ -214,7 +211,9 @@ class Settings:
             server=server_setting("FLEX_BRIDGE_SERVER", env.get("FLEX_BRIDGE_SERVER")),
             loop=loop_setting("FLEX_BRIDGE_LOOP", env.get("FLEX_BRIDGE_LOOP")),
             dev=dev,
-            log_format=_log_format(env, "FLEX_BRIDGE_LOG_FORMAT"),
+            log_format=choice_setting(
+                "FLEX_BRIDGE_LOG_FORMAT", env.get("FLEX_BRIDGE_LOG_FORMAT"), logs.FORMATS, "text"
+            ),
             access_log=_flag(env, "FLEX_BRIDGE_ACCESS_LOG"),
             metrics_port=_port(env, "FLEX_BRIDGE_METRICS_PORT"),
             metrics_token=env.get("FLEX_BRIDGE_METRICS_TOKEN", "").strip() or None,

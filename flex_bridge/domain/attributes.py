@@ -217,12 +217,12 @@ def parse_patch(raw: bytes | str) -> JSON:
     return parse_json_object(raw, what="the patch")
 
 
-def read_attributes(raw: str | None, what: str = "the attributes") -> JSON:
+def read_attributes(raw: str | None, what: str = "the attributes", limit: int = MAX_DEPTH) -> JSON:
     """Attributes as TaskRouter sends them (a JSON string): ``{}`` when empty, not JSON or not
-    an object (TaskRouter does not check them); ``TooDeep`` when nested deeper than
-    ``MAX_DEPTH``, which no attributes the bridge can act on are."""
+    an object (TaskRouter does not check them); ``TooDeep`` when nested deeper than ``limit``
+    (``MAX_DEPTH``: no attributes the bridge can act on are)."""
     text = raw or ""
-    check_depth(text, what)
+    check_depth(text, what, limit)
     try:
         value = json.loads(text or "{}")
     except (ValueError, RecursionError):

@@ -53,13 +53,13 @@ async def _json_body() -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        check_depth(raw.decode("utf-8") if isinstance(raw, bytes) else raw, "the body")
-        # Bytes, not text: a body that is not UTF-8 is a bad request, not a decoding crash.
-        body = json.loads(raw)
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw  # (typed str | bytes)
+        check_depth(text, "the body")
+        body = json.loads(text)
     except TooDeep as exc:
         logger.warning("%s: refused a plugin action: %s", request.path, exc)
         raise ApiProblem(400, "invalid_body", str(exc)) from None
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # not UTF-8, or not JSON
         body = None
     if not isinstance(body, dict):
         raise ApiProblem(400, "invalid_body", "the body must be a JSON object")

@@ -14,13 +14,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from quart import Blueprint, Quart, Response, current_app, jsonify, request
+from quart import Blueprint, Quart, Response, current_app, jsonify
 
 from flex_bridge.app.metrics import Metrics
 from flex_bridge.app.services import Services
 from flex_bridge.errors import FlexBridgeError, UpstreamError
 from flex_bridge.settings import Settings
 from flex_bridge.web import errors
+from flex_bridge.web.auth import bearer
 from flex_bridge.web.context import services
 from flex_bridge.web.errors import ApiProblem, error
 
@@ -47,20 +48,16 @@ WHAT = {"taskrouter": "TaskRouter workspace fetch", "sync": "Sync service fetch"
 
 
 class Readiness:
-    """The checks behind ``/readyz``, cached for ``ttl`` seconds, one run at a time."""
+    """The checks behind ``/readyz``, cached for ``ttl`` seconds (``READY_CACHE_SECONDS``;
+    tests change it), one run at a time."""
 
-    def __init__(
-        self,
-        svc: Services,
-        ttl: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, svc: Services, clock: Callable[[], float] = time.monotonic) -> None:
         self.checks: dict[str, Callable[[], Awaitable[None]]] = {
             "journal": svc.journal.ping,
             "taskrouter": svc.taskrouter.ping,
             "sync": svc.channel.ping,
         }
-        self.ttl = ttl
+        self.ttl = READY_CACHE_SECONDS
         self.clock = clock
         self.metrics = svc.metrics
         for name in self.checks:  # exported before the first run, so alerts see every check
@@ -75,8 +72,7 @@ class Readiness:
     async def run(self) -> tuple[dict[str, str], dict[str, BaseException]]:
         """``(results, errors)``: each check's ``"ok"`` or ``"failing: why"``, and the error
         of each failing check (absent when it timed out)."""
-        ttl = READY_CACHE_SECONDS if self.ttl is None else self.ttl
-        if self._answer is not None and self.clock() - self._answer[0] < ttl:
+        if self._answer is not None and self.clock() - self._answer[0] < self.ttl:
             return self._answer[1], self._answer[2]
         if self._running is None:
             self._running = asyncio.ensure_future(self._check())
@@ -151,12 +147,8 @@ async def readyz() -> Response:
 def metrics_answer(metrics: Metrics, token: str | None) -> Response:
     """``/metrics``: the registry's text, behind ``Authorization: Bearer <token>`` if set."""
     if token is not None:
-        given = request.headers.get("Authorization", "")
-        scheme, _, credential = given.partition(" ")
-        expected = token.encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            credential.strip().encode(), expected
-        ):
+        given = bearer()
+        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
             response = error(401, "unauthorized", "/metrics needs Authorization: Bearer <token>")
             response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response

@@ -28,7 +28,7 @@ from quart import Request
 from twilio.request_validator import RequestValidator, get_signature_algorithm
 from werkzeug.datastructures import MultiDict
 
-from flex_bridge.domain.attributes import MAX_DEPTH, check_depth
+from flex_bridge.domain.attributes import MAX_DEPTH, read_attributes
 
 BODY_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -93,13 +93,7 @@ async def verify(
         if not valid(body):
             return None
         # The body itself plus the attributes inside it: one level more than attributes.
-        check_depth(body, "the body", MAX_DEPTH + 1)
-        try:
-            parsed = json.loads(body) if body else {}
-        except (ValueError, RecursionError):
-            parsed = None
-        if not isinstance(parsed, dict):
-            return MultiDict()
+        parsed = read_attributes(body, "the body", MAX_DEPTH + 1)
         return MultiDict({k: v if isinstance(v, str) else json.dumps(v) for k, v in parsed.items()})
     form = await request.form
     if not valid(form):
