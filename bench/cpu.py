@@ -490,12 +490,9 @@ class CpuScenario:
             for (name, view), path in files.items():
                 if not await asyncio.to_thread(path.exists):
                     continue
-                summary = profiles.summarise(profiles.read_raw(path))
-                summary["sampled_s"] = round(summary["samples"] / PY_SPY_RATE, 2)
-                summary["process_cpu_s"] = cpu_s[name]
-                result.setdefault(name, {})[view] = summary
-                title = f"{name}, {view} ({summary['sampled_s']} s sampled, {cpu_s[name]} s CPU)"
-                print(profiles.render(summary, title), flush=True)
+                result.setdefault(name, {})[view] = profiles.py_spy_summary(
+                    path, f"{name}, {view}", cpu_s[name], PY_SPY_RATE
+                )
         else:
             result["py_spy"] = "skipped: py-spy is not installed (pip install py-spy)"
         strace = shutil.which("strace")

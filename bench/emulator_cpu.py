@@ -3,8 +3,8 @@ its REST front door.
 
 Configurations of the emulator, side by side in one run:
 
-- ``before``: ``--server hypercorn --loop asyncio``, REST through Quart
-  (``FLEX_BRIDGE_EMULATOR_REST_PATH=quart``): the emulator as it was before issue 12;
+- ``before``: ``--server hypercorn --loop asyncio --rest-path quart``, REST through Quart:
+  the emulator as it was before issue 12;
 - ``after``: the defaults, uvicorn on uvloop, REST through the ASGI front door
   (``flex_bridge/emulator/front_door.py``);
 - ``quart_on_uvicorn``: the server and loop of ``after`` with REST through Quart, which tells
@@ -50,7 +50,7 @@ import aiohttp
 
 from bench import profiles
 from bench.cpu import PY_SPY_RATE, Layout, cpu_seconds, find_py_spy
-from bench.harness import JSON, BenchError, Emulator, Proc
+from bench.harness import JSON, BenchError, Emulator, Proc, loadavg
 
 if TYPE_CHECKING:
     from bench.run import Bench
@@ -88,12 +88,6 @@ VARIANTS = {
 class Pending:
     task_sid: str
     reservation_sid: str
-
-
-def loadavg() -> list[str]:
-    with contextlib.suppress(OSError):
-        return Path("/proc/loadavg").read_text().split()[:3]
-    return []
 
 
 class EmulatorCpuScenario:
@@ -161,11 +155,10 @@ class EmulatorCpuScenario:
     def emulator(self, variant: Variant) -> Emulator:
         self.rounds_started += 1
         b = self.bench
-        args = ["--server", variant.server, "--loop", variant.loop, "--no-sync-rate-limit"]
+        args = ["--server", variant.server, "--loop", variant.loop, "--rest-path"]
+        args += [variant.rest_path, "--no-sync-rate-limit"]
         name = f"emulator-cpu-{self.rounds_started}-{variant.name}"
-        emu = Emulator(b.workdir, N + WARMUP, b.session, name=name, args=args)
-        emu.proc.env["FLEX_BRIDGE_EMULATOR_REST_PATH"] = variant.rest_path
-        return emu
+        return Emulator(b.workdir, N + WARMUP, b.session, name=name, args=args)
 
     async def round(self, variant: Variant, layout: Layout, spy: Path | None = None) -> JSON:
         emu = self.emulator(variant)
@@ -255,12 +248,9 @@ class EmulatorCpuScenario:
         self.report("after, under py-spy", row)
         result: JSON = {"file": str(out), "round": row, "py_spy_rate_hz": PY_SPY_RATE}
         if await asyncio.to_thread(out.exists):
-            summary = profiles.summarise(profiles.read_raw(out), top=25)
-            summary["sampled_s"] = round(summary["samples"] / PY_SPY_RATE, 2)
-            summary["process_cpu_s"] = row["cpu_s"]
-            result["summary"] = summary
-            title = f"emulator, after ({summary['sampled_s']} s sampled, {row['cpu_s']} s CPU)"
-            print(profiles.render(summary, title, top=25), flush=True)
+            result["summary"] = profiles.py_spy_summary(
+                out, "emulator, after", row["cpu_s"], PY_SPY_RATE, top=25
+            )
         return result
 
 

@@ -70,6 +70,13 @@ def rss_bytes(pid: int) -> int:
     raise BenchError(f"no VmRSS for pid {pid}")
 
 
+def loadavg() -> list[str]:
+    """The machine's 1-, 5- and 15-minute load averages, from /proc; [] where unreadable."""
+    with contextlib.suppress(OSError):
+        return Path("/proc/loadavg").read_text().split()[:3]
+    return []
+
+
 # ------------------------------------------------------------------------------ processes
 STARTED: list[Proc] = []
 

@@ -171,6 +171,19 @@ def summarise(stacks: Iterable[tuple[list[str], int]], top: int = 15) -> JSON:
     }
 
 
+def py_spy_summary(
+    path: Path, what: str, process_cpu_s: float, rate_hz: int, top: int = 15
+) -> JSON:
+    """The summary of a py-spy raw profile taken at ``rate_hz`` of a process that spent
+    ``process_cpu_s`` CPU seconds meanwhile, with both times; printed, titled ``what``."""
+    summary = summarise(read_raw(path), top)
+    summary["sampled_s"] = round(summary["samples"] / rate_hz, 2)
+    summary["process_cpu_s"] = process_cpu_s
+    title = f"{what} ({summary['sampled_s']} s sampled, {process_cpu_s} s CPU)"
+    print(render(summary, title, top), flush=True)
+    return summary
+
+
 def strace_counts(text: str) -> dict[str, int]:
     """Calls per syscall from an ``strace -c`` table."""
     counts: dict[str, int] = {}

@@ -55,6 +55,7 @@ from bench.harness import (
     free_port,
     journal_states,
     latency_rules,
+    loadavg,
     metric,
     outcome,
     percentile,
@@ -88,6 +89,9 @@ STANDALONE = ("instances", "emulator")  # scenarios with processes of their own:
 # Scenarios that need no shared warm-up (a minute, most of it Sync's 20 map creations a
 # second): memory uses synthetic workers; cpu warms each system on its own workers.
 OWN_WARM_UP = ("instances", "memory", "cpu")
+# The Bench method of a scenario, where it is not the scenario's name (Bench.emulator is the
+# shared emulator).
+METHODS = {"emulator": "emulator_scenario"}
 REPLY_BUDGET = 3.5  # the bridge answers a callback within this; see flex_bridge.web.webhooks
 
 
@@ -563,8 +567,15 @@ class Bench:
         }
 
     async def cpu(self) -> JSON:
-        """CPU per accepted reservation: bridge, baseline, Node peer, emulator (bench/cpu.py)."""
+        """CPU per accepted reservation: the bridge (and any more from ``BENCH_CPU_BRIDGES``),
+        the baseline, the Node peer and the Python floor peer; the emulator's apart
+        (bench/cpu.py)."""
         return await CpuScenario(self).run()
+
+    async def emulator_scenario(self) -> JSON:
+        """The ``emulator`` scenario: its CPU per REST request, before and after its REST front
+        door (bench/emulator_cpu.py). Not ``emulator``: that is the shared emulator."""
+        return await EmulatorCpuScenario(self).run()
 
     async def crashed_journal(self, path: Path, offers: Sequence[Offer]) -> None:
         """The journal as a crash after the announce leaves it: every intent ``announced``
@@ -883,14 +894,13 @@ class Bench:
                 await self.scenario("warm_up", self.warm_up)
         for name in SCENARIOS:
             if name in only:
-                body = EmulatorCpuScenario(self).run if name == "emulator" else getattr(self, name)
-                await self.scenario(name, body)
+                await self.scenario(name, getattr(self, METHODS.get(name, name)))
 
 
 # ------------------------------------------------------------------------------ reporting
 def loadavg_1min() -> float | None:
-    with contextlib.suppress(OSError, ValueError):
-        return float(Path("/proc/loadavg").read_text().split()[0])
+    with contextlib.suppress(IndexError, ValueError):
+        return float(loadavg()[0])
     return None
 
 
@@ -910,8 +920,8 @@ def machine() -> JSON:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 info["memory_gib"] = round(int(line.split()[1]) / 2**20, 1)
-    with contextlib.suppress(OSError):
-        info["loadavg_at_start"] = Path("/proc/loadavg").read_text().split()[:3]
+    if load := loadavg():
+        info["loadavg_at_start"] = load
     return info
 
 
@@ -1072,23 +1082,34 @@ def table(results: JSON) -> str:
 
 
 def issue_12_targets(results: JSON) -> list[tuple[str, Any, bool | None]]:
-    """Issue 12's four targets: (what, measured, met), met None when not measured."""
+    """Issue 12's five targets: (what, measured, met), met None when not measured. The
+    verdicts and thresholds are the ones the scenarios stored; only memory's is judged here."""
     cpu, mem = results.get("cpu", {}), results.get("memory", {})
     ack, emu = results.get("ack", {}), results.get("emulator", {})
-    br, bl, nd = (cpu.get(k) for k in ("bridge_ms_per_accept", "baseline_ms_per_accept",
-                                         "node_ms_per_accept"))  # fmt: skip
+
+    def stored(scenario: JSON, verdict: str, *figures: str) -> bool | None:
+        """The scenario's stored verdict, None when a figure it rests on is missing."""
+        if not all(scenario.get(f) for f in figures) or scenario.get(verdict) is None:
+            return None
+        return bool(scenario[verdict])
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:g}"
+
     per = mem.get("bytes_per_inflight_intent")
-    acks, emu_ratio = ack.get("acks_over_ceiling"), emu.get("ratio_after_over_before")
+    acks, acks_target = ack.get("acks_over_ceiling"), ack.get("target_acks_over_ceiling")
+    emu_ratio = emu.get("ratio_after_over_before")
     return [
         ("CPU per accept <= 1/3 of the Flask baseline's", cpu.get("ratio_baseline_over_bridge"),
-         None if not (br and bl) else br <= bl / 3),
+         stored(cpu, "target_bridge_at_most_third_of_baseline",
+                "bridge_ms_per_accept", "baseline_ms_per_accept")),
         ("CPU per accept <= the Node peer's", cpu.get("ratio_node_over_bridge"),
-         None if not (br and nd) else br <= nd),
+         stored(cpu, "target_bridge_at_most_node", "bridge_ms_per_accept", "node_ms_per_accept")),
         ("<= 4 KB per in-flight intent", per, None if per is None else per <= 4096),
-        ("closed-loop acks/s >= 0.8 of the no-work ceiling", acks,
-         None if acks is None else acks >= 0.8),
-        ("emulator CPU per request <= 1/2 of before", emu_ratio,
-         None if emu_ratio is None else emu_ratio <= 0.5),
+        (f"closed-loop acks/s >= {number(acks_target)} of the no-work ceiling", acks,
+         None if acks is None or acks_target is None else acks >= acks_target),
+        (f"emulator CPU per request <= {number(emu.get('target_ratio'))} of before", emu_ratio,
+         stored(emu, "target_met", "ratio_after_over_before")),
     ]  # fmt: skip
 
 
