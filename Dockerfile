@@ -17,8 +17,10 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python -m venv /opt/flex-bridge
 
-# The pins first: this layer is rebuilt only when they change. PIP_CONSTRAINT reaches the
-# isolated build environment too, so the build backend (setuptools, wheel) is pinned as well.
+# Every package from the pins. PIP_CONSTRAINT reaches the isolated build environment too, so
+# the build backend (setuptools, wheel) is pinned as well. The source is copied before the one
+# install, so any change to it reinstalls the dependencies too (pip cannot install only a
+# project's dependencies): simple over a faster rebuild.
 COPY constraints.txt pyproject.toml README.md ./
 ENV PIP_CONSTRAINT=/src/constraints.txt
 COPY flex_bridge ./flex_bridge

@@ -31,9 +31,10 @@ caller_ids = ["+15550100"]  # allowed ``from`` numbers
 dial_to = ["client:", "+1555"]  # prefixes of the ``to`` an action may dial (the agent's leg)
 ```
 
-Every number has bounds (``BOUNDS``) and must be a number (not a boolean, not a string, not
-a TOML date or time); tables whose values travel as JSON (match attributes, params, routing,
-enricher options) hold only strings, numbers, booleans, arrays and tables.
+Every number has bounds (given where it is read: ``_number``'s ``minimum`` and ``maximum``)
+and must be a number (not a boolean, not a string, not a TOML date or time); tables whose
+values travel as JSON (match attributes, params, routing, enricher options) hold only strings,
+numbers, booleans, arrays and tables.
 
 Rules are tried in order; a rule without ``match`` matches every reservation; when none
 matches, the reservation is deferred. ``task_attributes`` and ``worker_attributes`` match
