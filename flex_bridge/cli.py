@@ -37,15 +37,6 @@ def _server_parser(
     return p
 
 
-def _emulator_serving(args: argparse.Namespace, settings: EmulatorSettings) -> tuple[str, str]:
-    """The emulator's server and event loop: its flags, else its environment."""
-    from flex_bridge.serving import loop_setting, server_setting
-
-    server = settings.server if args.server is None else server_setting("--server", args.server)
-    loop = settings.loop if args.loop is None else loop_setting("--loop", args.loop)
-    return server, loop
-
-
 def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = _server_parser(
         sub,
@@ -152,7 +143,7 @@ def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
         gc.freeze()
 
 
-async def run_emulator(args: argparse.Namespace, settings: EmulatorSettings, server: str) -> int:
+async def run_emulator(args: argparse.Namespace, settings: EmulatorSettings) -> int:
     from flex_bridge.emulator.app import create_emulator_app
     from flex_bridge.emulator.core import Emulator
     from flex_bridge.emulator.seed import SeedOptions, seed
@@ -163,6 +154,7 @@ async def run_emulator(args: argparse.Namespace, settings: EmulatorSettings, ser
             sync_rate_limit=not args.no_sync_rate_limit,
             fault_seed=args.fault_seed,
             event_retry=args.event_retry,
+            bind_host=args.host,
         )
     )
     sock = bind(args.host, args.port)
@@ -170,7 +162,7 @@ async def run_emulator(args: argparse.Namespace, settings: EmulatorSettings, ser
     print(f"flex-bridge emulator listening on {url}")
     print(f"  account SID   {emu.config.account_sid}")
     print(f"  auth token    {emu.config.auth_token}")
-    for key, secret in emu.config.api_keys.items():
+    for key, secret in emu.api_keys.items():  # those accepted
         print(f"  API key       {key} / {secret}")
     print(f"  set FLEX_BRIDGE_TWILIO_BASE_URL={url}")
     if not args.no_seed:
@@ -215,7 +207,7 @@ async def run_emulator(args: argparse.Namespace, settings: EmulatorSettings, ser
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, shutdown.set)
-    await serve_app(create_emulator_app(emu), sock, shutdown, server)
+    await serve_app(create_emulator_app(emu), sock, shutdown, settings.server)
     return 0
 
 
@@ -311,36 +303,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = Settings.from_env()  # before the loop: it names the loop
             return run(run_serve(args, settings), settings.loop)
         if args.command == "emulator":
+            from flex_bridge.emulator.blueprints.admin_guard import LOOPBACK
             from flex_bridge.emulator.settings import (
                 EmulatorSettings,
                 admin_origins_setting,
+                admin_token_setting,
                 rest_path_setting,
             )
-            from flex_bridge.serving import run
+            from flex_bridge.serving import loop_setting, run, server_setting
 
+            # The environment, then each flag given over it (checked as its variable is).
             emulator_settings = EmulatorSettings.from_env()
             if args.rest_path is not None:
                 rest_path = rest_path_setting("--rest-path", args.rest_path)
                 emulator_settings = dataclasses.replace(emulator_settings, rest_path=rest_path)
-            emulator_settings = dataclasses.replace(emulator_settings, bind_host=args.host)
             if args.admin_token is not None:
-                if not args.admin_token.strip():
-                    raise ConfigError("--admin-token must not be empty")
-                emulator_settings = dataclasses.replace(
-                    emulator_settings, admin_token=args.admin_token
-                )
+                admin_token = admin_token_setting("--admin-token", args.admin_token)
+                emulator_settings = dataclasses.replace(emulator_settings, admin_token=admin_token)
             if args.admin_origin is not None:
                 origins = admin_origins_setting("--admin-origin", args.admin_origin)
                 emulator_settings = dataclasses.replace(emulator_settings, admin_origins=origins)
-            if args.host not in ("127.0.0.1", "localhost", "::1"):
+            if args.server is not None:
+                server = server_setting("--server", args.server)
+                emulator_settings = dataclasses.replace(emulator_settings, server=server)
+            if args.loop is not None:
+                loop = loop_setting("--loop", args.loop)
+                emulator_settings = dataclasses.replace(emulator_settings, loop=loop)
+            if args.host not in LOOPBACK:
                 print(
                     f"warning: the emulator listens on {args.host}, not on loopback: anyone who "
                     "can reach it can use its admin API"
                     + ("" if emulator_settings.admin_token else " (no admin token is set)"),
                     file=sys.stderr,
                 )
-            server, loop = _emulator_serving(args, emulator_settings)
-            return run(run_emulator(args, emulator_settings, server), loop)
+            return run(run_emulator(args, emulator_settings), emulator_settings.loop)
         if args.command == "demo":
             from flex_bridge.demo import DemoOptions, run_demo
             from flex_bridge.serving import run

@@ -120,16 +120,6 @@ def test_an_unknown_value_stops_the_start_with_one_line_and_exit_2(
     assert err.startswith(f"flex-bridge: configuration error: {named} must be ")
 
 
-def test_the_emulator_flags_override_its_environment() -> None:
-    from flex_bridge.cli import _emulator_serving, build_parser
-
-    settings = EmulatorSettings.from_env({"FLEX_BRIDGE_SERVER": "hypercorn"})
-    args = build_parser().parse_args(["emulator", "--loop", "asyncio"])
-    assert _emulator_serving(args, settings) == ("hypercorn", "asyncio")
-    args = build_parser().parse_args(["emulator", "--server", "uvicorn"])
-    assert _emulator_serving(args, settings) == ("uvicorn", DEFAULT_LOOP)
-
-
 @pytest.mark.parametrize(("loop", "module"), [("uvloop", "uvloop"), ("asyncio", "asyncio")])
 def test_run_runs_on_the_loop_named(loop: str, module: str) -> None:
     async def which() -> str:

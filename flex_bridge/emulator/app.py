@@ -23,10 +23,14 @@ from flex_bridge.emulator.blueprints.admin_guard import install_admin_guard
 from flex_bridge.emulator.blueprints.feed import feed_blueprint
 from flex_bridge.emulator.blueprints.iam import iam_blueprint
 from flex_bridge.emulator.blueprints.responses import error_response, to_response
-from flex_bridge.emulator.blueprints.rest import product_blueprint, unknown_products
+from flex_bridge.emulator.blueprints.rest import (
+    product_blueprint,
+    rest_endpoints,
+    unknown_products,
+)
 from flex_bridge.emulator.blueprints.sdk import sdk_blueprint
 from flex_bridge.emulator.blueprints.sdk_ws import sdk_socket_blueprint
-from flex_bridge.emulator.core import REST_PATHS, Emulator
+from flex_bridge.emulator.core import Emulator
 from flex_bridge.emulator.front_door import (
     ResponseLost,
     RestFrontDoor,
@@ -94,18 +98,12 @@ def create_emulator_app(emu: Emulator) -> Quart:
     app.register_blueprint(sdk_blueprint(emu))
     app.register_blueprint(sdk_socket_blueprint(emu))
     app.asgi_app = with_dropped_responses(app.asgi_app)  # type: ignore[method-assign, assignment]
-    if emu.config.rest_path not in REST_PATHS:
-        raise ValueError(
-            f"rest_path must be {' or '.join(REST_PATHS)}; got {emu.config.rest_path!r}"
-        )
-    if emu.config.rest_path == "asgi":
-        rest_endpoints = {f"{product}.rest_api" for product in emu.routers}
-        rest_endpoints.add("unknown_products.unknown")
+    if emu.config.rest_path == "asgi":  # else "quart" (EmulatorConfig checks it)
         rules = [(rule.rule, rule.endpoint) for rule in app.url_map.iter_rules()]
         app.asgi_app = RestFrontDoor(  # type: ignore[method-assign, assignment]
             emu,
             app.asgi_app,
-            reserved=reserved_prefixes(rules, rest_endpoints),
+            reserved=reserved_prefixes(rules, rest_endpoints(emu.routers)),
             max_body=MAX_CONTENT_LENGTH,
             body_timeout=app.config["BODY_TIMEOUT"],
             logger=app.logger,

@@ -55,9 +55,13 @@ class EmulatorConfig:
     bind_host: str | None = None
     admin_origins: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.rest_path not in REST_PATHS:
+            raise ValueError(f"rest_path must be {' or '.join(REST_PATHS)}; got {self.rest_path!r}")
+
     def usable_api_keys(self) -> dict[str, str]:
-        """The API keys accepted: the published default key stops being valid as soon as the
-        auth token is not the published default one."""
+        """The API keys accepted (the one place that says so): the published default key
+        stops being valid as soon as the auth token is not the published default one."""
         if self.auth_token == DEFAULT_AUTH_TOKEN:
             return self.api_keys
         return {
@@ -91,6 +95,7 @@ class Emulator:
             rt.account_sid, rt.clock, rt.scheduler, rt.feed, rate_limit=self.config.sync_rate_limit
         )
         self.tokens = TokenStore(self.clock)
+        self.api_keys = self.config.usable_api_keys()  # once: every API-key login reads it
         self.routers = {
             "taskrouter": Router(load_spec("taskrouter")),
             "sync": Router(load_spec("sync")),
@@ -104,7 +109,7 @@ class Emulator:
         default API key only while the auth token is the published default one too."""
         if username == self.config.account_sid:
             return hmac.compare_digest(password.encode(), self.config.auth_token.encode())
-        secret = self.config.usable_api_keys().get(username)
+        secret = self.api_keys.get(username)
         return secret is not None and hmac.compare_digest(password.encode(), secret.encode())
 
     async def start(self) -> None:

@@ -37,6 +37,7 @@ from flex_bridge.emulator.answers import Answer, http_error_answer
 from flex_bridge.emulator.core import Emulator
 from flex_bridge.emulator.rest import (
     FORM_TYPES,
+    METHODS,
     first,
     form_items,
     mimetype,
@@ -55,8 +56,8 @@ DROP_KEY = "flex_bridge.drop"
 # ``/<product>/v1/<rest>`` as the Quart rules match it: werkzeug's default converter for the
 # product (no slash), its path converter for the rest (a first character that is not a slash).
 REST_PATH = re.compile(r"/([^/]+)/v1/([^/].*)")
-# The REST rules' methods (GET, POST, DELETE) and the HEAD that Quart adds to a GET rule.
-SERVED = frozenset({"GET", "POST", "DELETE", "HEAD"})
+# The REST rules' methods and the HEAD that Quart adds to a GET rule.
+SERVED = frozenset({*METHODS, "HEAD"})
 
 
 class ResponseLost(Exception):

@@ -31,6 +31,8 @@ Headers = Sequence[tuple[str, str]]  # as received, in order; names in lower cas
 FormReader = Callable[[], Awaitable[Iterable[tuple[str, str]]]]
 Sleep = Callable[[float], Awaitable[None]]
 FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "application/x-url-encoded"})
+# The methods of the REST API (the Quart routes' and the front door's).
+METHODS = ("GET", "POST", "DELETE")
 
 
 def _url_quote(exc: UnicodeError) -> tuple[str, int]:
@@ -118,12 +120,13 @@ async def inject(
     product: str,
     method: str,
     path: str,
-    form: dict[str, str] | None = None,
-    if_match: str | None = None,
+    form: Iterable[tuple[str, str]] = (),
+    headers: Headers = (),
     sleep: Sleep = asyncio.sleep,
 ) -> tuple[Decision, Answer | None]:
     """Apply the fault rules before the request: a delay (``sleep``, which may raise to
-    abandon the request), or an error answer (logged)."""
+    abandon the request), or an error answer (logged with the request's ``form`` and its
+    ``If-Match`` from ``headers``, read only then)."""
     decision = emu.faults.decide(product, method, path)
     if decision.latency:
         await sleep(decision.latency)
@@ -138,8 +141,8 @@ async def inject(
         path=path,
         status=status,
         code=err.code,
-        form=mask(form or {}),
-        if_match=if_match,
+        form=mask(dict(form)),
+        if_match=first(headers, "if-match"),
         fault=f"error_{status}",
         applied=False,
     )
@@ -183,9 +186,7 @@ async def serve(
     form_list: list[tuple[str, str]] = []
     if method == "POST":
         form_list = list(await read_form())
-    decision, injected = await inject(
-        emu, product, method, path, dict(form_list), first(headers, "if-match"), sleep
-    )
+    decision, injected = await inject(emu, product, method, path, form_list, headers, sleep)
     if injected is not None:
         return injected
     entry: dict[str, Any] = {"product": product, "method": method, "path": path}

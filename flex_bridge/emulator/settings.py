@@ -62,6 +62,18 @@ def admin_origins_setting(name: str, values: Iterable[str]) -> tuple[str, ...]:
     return tuple(origins)
 
 
+def admin_token_setting(name: str, raw: str | None) -> str | None:
+    """``raw`` as the admin API's bearer token, without surrounding whitespace (the guard
+    compares the token sent so trimmed): unset (None), no token; given but blank, a
+    :class:`ConfigError` naming ``name``, the setting it came from."""
+    if raw is None:
+        return None
+    value = raw.strip()
+    if not value:
+        raise ConfigError(f"{name} must not be empty")
+    return value
+
+
 def rest_path_setting(name: str, raw: str | None) -> str:
     """``raw`` (unset or empty: the default, ``asgi``) checked as a REST path's name: ``asgi``
     (the front door) or ``quart`` (Quart's routes, as before it); ``name`` is the setting it
@@ -81,10 +93,11 @@ class EmulatorSettings:
     ``flex-bridge emulator --server/--loop`` override them), and how REST requests go in
     (``FLEX_BRIDGE_EMULATOR_REST_PATH``: ``asgi``, the default, or ``quart``), and the admin
     API's token (``FLEX_BRIDGE_EMULATOR_ADMIN_TOKEN``, ``--admin-token``) and extra origins
-    (``FLEX_BRIDGE_EMULATOR_ADMIN_ORIGINS``, comma-separated; ``--admin-origin``).
+    (``FLEX_BRIDGE_EMULATOR_ADMIN_ORIGINS``, comma-separated; ``--admin-origin``). An empty
+    or blank variable counts as unset, as every ``FLEX_BRIDGE_*`` setting.
 
-    The published default API key is accepted only with the published default auth token: a
-    custom ``TWILIO_AUTH_TOKEN`` without ``TWILIO_API_KEY`` leaves no API key at all."""
+    ``api_keys`` are the keys configured; the published default one is accepted only with the
+    published default auth token (``EmulatorConfig.usable_api_keys``)."""
 
     account_sid: str = DEFAULT_ACCOUNT_SID
     auth_token: str = DEFAULT_AUTH_TOKEN
@@ -94,7 +107,6 @@ class EmulatorSettings:
     rest_path: str = DEFAULT_REST_PATH
     admin_token: str | None = None
     admin_origins: tuple[str, ...] = ()
-    bind_host: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EmulatorSettings:
@@ -107,12 +119,14 @@ class EmulatorSettings:
         ):
             raise ConfigError("TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits")
         auth_token = env.get("TWILIO_AUTH_TOKEN") or DEFAULT_AUTH_TOKEN
-        api_keys = {DEFAULT_API_KEY: DEFAULT_API_SECRET} if auth_token == DEFAULT_AUTH_TOKEN else {}
+        api_keys = {DEFAULT_API_KEY: DEFAULT_API_SECRET}
         key, secret = env.get("TWILIO_API_KEY"), env.get("TWILIO_API_SECRET")
         if bool(key) != bool(secret):
             raise ConfigError("TWILIO_API_KEY and TWILIO_API_SECRET must be set together")
         if key and secret:
             api_keys = {key: secret}
+        # Empty or blank, the variable is unset (as every FLEX_BRIDGE_* setting): no token.
+        raw_token = env.get(ADMIN_TOKEN_ENV, "")
         return cls(
             account_sid,
             auth_token,
@@ -120,7 +134,9 @@ class EmulatorSettings:
             server=server_setting("FLEX_BRIDGE_SERVER", env.get("FLEX_BRIDGE_SERVER")),
             loop=loop_setting("FLEX_BRIDGE_LOOP", env.get("FLEX_BRIDGE_LOOP")),
             rest_path=rest_path_setting(REST_PATH_ENV, env.get(REST_PATH_ENV)),
-            admin_token=env.get(ADMIN_TOKEN_ENV) or None,
+            admin_token=admin_token_setting(
+                ADMIN_TOKEN_ENV, raw_token if raw_token.strip() else None
+            ),
             admin_origins=admin_origins_setting(
                 ADMIN_ORIGINS_ENV, (env.get(ADMIN_ORIGINS_ENV) or "").split(",")
             ),
@@ -135,7 +151,6 @@ class EmulatorSettings:
                 "rest_path": self.rest_path,
                 "admin_token": self.admin_token,
                 "admin_origins": self.admin_origins,
-                "bind_host": self.bind_host,
                 **overrides,
             },
         )

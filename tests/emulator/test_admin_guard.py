@@ -18,14 +18,23 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from flex_bridge.cli import build_parser, main
+from flex_bridge.emulator.app import create_emulator_app
 from flex_bridge.emulator.blueprints.admin_guard import AdminGuard
 from flex_bridge.emulator.core import (
     DEFAULT_API_KEY,
     DEFAULT_API_SECRET,
     DEFAULT_AUTH_TOKEN,
+    REST_PATHS,
+    Emulator,
     EmulatorConfig,
 )
-from flex_bridge.emulator.settings import EmulatorSettings, admin_origins_setting
+from flex_bridge.emulator.settings import (
+    ADMIN_TOKEN_ENV,
+    EmulatorSettings,
+    admin_origins_setting,
+    admin_token_setting,
+    rest_path_setting,
+)
 from flex_bridge.errors import ConfigError
 from tests.support.emulator import Admin, RunningEmulator, header
 
@@ -343,7 +352,72 @@ def test_the_published_api_key_is_usable_only_with_the_published_auth_token() ->
     assert EmulatorConfig(auth_token="custom", api_keys={"SK1": "s"}).usable_api_keys() == {
         "SK1": "s"
     }
-    assert EmulatorSettings.from_env({"TWILIO_AUTH_TOKEN": "custom"}).api_keys == {}
-    assert EmulatorSettings.from_env({"TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN}).api_keys == {
-        DEFAULT_API_KEY: DEFAULT_API_SECRET
-    }
+    # One rule, EmulatorConfig's: the settings keep the keys configured, the config says
+    # which are accepted, and the emulator reads that once.
+    custom = EmulatorSettings.from_env({"TWILIO_AUTH_TOKEN": "custom"}).config()
+    assert custom.usable_api_keys() == {}
+    assert Emulator(custom).api_keys == {}
+    published = EmulatorSettings.from_env({"TWILIO_AUTH_TOKEN": DEFAULT_AUTH_TOKEN}).config()
+    assert published.usable_api_keys() == {DEFAULT_API_KEY: DEFAULT_API_SECRET}
+    assert Emulator(published).api_keys == {DEFAULT_API_KEY: DEFAULT_API_SECRET}
+    own = EmulatorSettings.from_env(
+        {"TWILIO_AUTH_TOKEN": "custom", "TWILIO_API_KEY": "SK1", "TWILIO_API_SECRET": "s"}
+    )
+    assert Emulator(own.config()).api_keys == {"SK1": "s"}
+
+
+def test_the_published_api_key_is_refused_with_a_custom_auth_token() -> None:
+    emu = Emulator(EmulatorConfig(auth_token="custom"))
+    assert not emu.credentials_ok(DEFAULT_API_KEY, DEFAULT_API_SECRET)
+    assert emu.credentials_ok(emu.config.account_sid, "custom")
+    emu = Emulator(EmulatorConfig())
+    assert emu.credentials_ok(DEFAULT_API_KEY, DEFAULT_API_SECRET)
+    assert not emu.credentials_ok(DEFAULT_API_KEY, "wrong")
+
+
+# ------------------------------------------------------------- the admin token's one rule
+def test_the_admin_token_setting_trims_and_refuses_a_blank_one() -> None:
+    assert admin_token_setting("X", None) is None
+    assert admin_token_setting("X", "tok") == "tok"
+    assert admin_token_setting("X", " \ttok \n") == "tok"
+    for blank in ["", " ", "\t\n"]:
+        with pytest.raises(ConfigError, match=r"^X must not be empty$"):
+            admin_token_setting("X", blank)
+
+
+@pytest.mark.parametrize(
+    ("raw", "token"), [(" tok ", "tok"), ("tok", "tok"), ("", None), ("  ", None)]
+)
+def test_the_admin_token_variable_is_trimmed_and_blank_is_unset(
+    raw: str, token: str | None
+) -> None:
+    """As every FLEX_BRIDGE_* variable, an empty or blank one counts as unset."""
+    settings = EmulatorSettings.from_env({ADMIN_TOKEN_ENV: raw})
+    assert settings.admin_token == token
+    assert settings.config().admin_token == token
+    assert EmulatorSettings.from_env({}).admin_token is None
+
+
+async def test_an_admin_token_with_surrounding_whitespace_works_through_the_guard() -> None:
+    """``FLEX_BRIDGE_EMULATOR_ADMIN_TOKEN=" tok "``: the admin API takes ``Bearer tok`` (the
+    guard trims what it is sent) and still refuses anything else."""
+    settings = EmulatorSettings.from_env({ADMIN_TOKEN_ENV: "  s3cret-admin \t"})
+    client = create_emulator_app(Emulator(settings.config())).test_client()
+    for authorization in ["Bearer s3cret-admin", "Bearer  s3cret-admin ", "bearer s3cret-admin"]:
+        response = await client.get("/_emulator/health", headers={"Authorization": authorization})
+        assert response.status_code == 200, authorization
+    for headers in [{}, {"Authorization": "Bearer s3cret-admin \t x"}, {"Authorization": "Bearer"}]:
+        response = await client.get("/_emulator/health", headers=headers)
+        assert response.status_code == 401, headers
+        body = await response.get_json()
+        assert (body["status"], body["code"]) == (401, 20003)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_a_rest_path_is_checked_by_the_config_itself() -> None:
+    for rest_path in REST_PATHS:
+        assert EmulatorConfig(rest_path=rest_path).rest_path == rest_path
+    with pytest.raises(ValueError, match=r"^rest_path must be asgi or quart; got 'flask'$"):
+        EmulatorConfig(rest_path="flask")
+    with pytest.raises(ConfigError, match=r"^X must be asgi or quart; got 'flask'$"):
+        rest_path_setting("X", "flask")

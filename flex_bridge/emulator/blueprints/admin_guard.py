@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 
 from quart import Quart, Response, request, websocket
 
-from flex_bridge.emulator.answers import error_answer
 from flex_bridge.emulator.api import ApiError
+from flex_bridge.emulator.blueprints.responses import error_response
 from flex_bridge.emulator.core import EmulatorConfig
 
 PREFIX = "/_emulator"
@@ -46,8 +46,8 @@ def is_admin_path(path: str) -> bool:
 
 
 def _split(netloc: str, scheme: str) -> tuple[str, int] | None:
-    """``(host, port)`` of ``host[:port]`` (port defaulting to the scheme's), or None when
-    it cannot be read."""
+    """``(host, port)`` of ``host[:port]`` (the host in lower case, an IPv6 one without its
+    brackets; the port defaulting to the scheme's), or None when it cannot be read."""
     try:
         parts = urlsplit("//" + netloc)
         port = parts.port
@@ -96,7 +96,7 @@ class AdminGuard:
             split = _split(host, scheme)
             if (
                 split is None
-                or split[0].strip("[]") not in hosts
+                or split[0] not in hosts
                 or (
                     own_port is not None
                     and split[1] != own_port
@@ -112,7 +112,7 @@ class AdminGuard:
             split = _split(parts.netloc, parts.scheme) if parts.scheme == scheme else None
             if (
                 split is None
-                or split[0].strip("[]") not in hosts
+                or split[0] not in hosts
                 or (own_port is not None and split[1] != own_port)
                 or parts.path
             ):
@@ -131,11 +131,6 @@ class AdminGuard:
                     {"WWW-Authenticate": 'Bearer realm="flex-bridge emulator admin"'},
                 )
         return None
-
-
-def _response(exc: ApiError) -> Response:
-    answer = error_answer(exc)
-    return Response(answer.body, status=answer.status, headers=dict(answer.headers))
 
 
 def _headers(items: Any) -> dict[str, str]:
@@ -158,14 +153,14 @@ def install_admin_guard(app: Quart, config: EmulatorConfig) -> None:
             request.scope["scheme"], request.scope.get("server"), _headers(request.headers.items())
         )
         if refused is not None:
-            return _response(refused)
+            return error_response(refused)
         if (
             request.method in BODY_METHODS
             and request.routing_exception is None  # a wrong method or path: its own answer
             and request.mimetype != "application/json"
         ):
             given = request.mimetype or "none"
-            return _response(
+            return error_response(
                 ApiError(
                     415,
                     20415,
@@ -183,4 +178,4 @@ def install_admin_guard(app: Quart, config: EmulatorConfig) -> None:
             websocket.scope.get("server"),
             _headers(websocket.headers.items()),
         )
-        return None if refused is None else _response(refused)
+        return None if refused is None else error_response(refused)

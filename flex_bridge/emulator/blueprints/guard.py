@@ -15,18 +15,6 @@ from flex_bridge.emulator import rest
 from flex_bridge.emulator.blueprints.responses import to_response
 from flex_bridge.emulator.core import Emulator
 from flex_bridge.emulator.faults import Decision
-from flex_bridge.emulator.front_door import DROP_KEY, ResponseLost, with_dropped_responses
-
-__all__ = [
-    "DROP_KEY",
-    "ResponseLost",
-    "authenticated",
-    "inject",
-    "lose",
-    "request_headers",
-    "unauthenticated",
-    "with_dropped_responses",
-]
 
 
 def request_headers() -> list[tuple[str, str]]:
@@ -48,7 +36,7 @@ async def inject(
 ) -> tuple[Decision, Response | None]:
     """Apply the fault rules before the request: a delay, or an error answer (logged)."""
     decision, injected = await rest.inject(
-        emu, product, method, path, form, request.headers.get("If-Match")
+        emu, product, method, path, (form or {}).items(), request_headers()
     )
     return decision, None if injected is None else to_response(injected)
 

@@ -9,7 +9,7 @@ Quart's ``request``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from quart import Blueprint, Response, request
 
@@ -18,14 +18,14 @@ from flex_bridge.emulator.blueprints.guard import request_headers
 from flex_bridge.emulator.blueprints.responses import to_response
 from flex_bridge.emulator.core import Emulator
 
-METHODS = ["GET", "POST", "DELETE"]
+UNKNOWN_PRODUCTS = "unknown_products"  # the blueprint's name
 
 
 def product_blueprint(emu: Emulator, product: str) -> Blueprint:
     """``/<product>/v1/...`` for a product the emulator has a router for."""
     blueprint = Blueprint(product, __name__, url_prefix=f"/{product}")
 
-    @blueprint.route("/v1/<path:rest>", methods=METHODS)
+    @blueprint.route("/v1/<path:rest>", methods=core.METHODS)
     async def rest_api(rest: str) -> Response:
         return await serve(emu, product, "/v1/" + rest)
 
@@ -34,13 +34,19 @@ def product_blueprint(emu: Emulator, product: str) -> Blueprint:
 
 def unknown_products() -> Blueprint:
     """Any other ``/<product>/v1/...``."""
-    blueprint = Blueprint("unknown_products", __name__)
+    blueprint = Blueprint(UNKNOWN_PRODUCTS, __name__)
 
-    @blueprint.route("/<product>/v1/<path:rest>", methods=METHODS)
+    @blueprint.route("/<product>/v1/<path:rest>", methods=core.METHODS)
     async def unknown(product: str, rest: str) -> Response:
         return to_response(core.unknown_product(product))
 
     return blueprint
+
+
+def rest_endpoints(products: Iterable[str]) -> set[str]:
+    """The endpoints the two blueprints above register (``<blueprint>.<view function>``),
+    for ``products``' blueprints."""
+    return {f"{product}.rest_api" for product in products} | {f"{UNKNOWN_PRODUCTS}.unknown"}
 
 
 async def _form() -> list[tuple[str, str]]:
