@@ -3,12 +3,15 @@ going ahead without Sync is counted and logged on every path."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import pytest
 
 from flex_bridge.app.coordinator import Coordinator
 from flex_bridge.domain import protocol
+from flex_bridge.domain.intents import Intent
 from flex_bridge.domain.policy import parse_policy
 from flex_bridge.errors import TransientUpstreamError
 from tests.support.coordinators import make_coordinator, submit
@@ -90,5 +93,32 @@ async def test_an_instruction_reply_whose_announce_timed_out_is_counted_too(
     assert [r.levelno for r in caplog.records if "Sync unavailable" in r.getMessage()] == [
         logging.WARNING
     ]
+    await coord.close()
+    await coord.journal.close()
+
+
+async def test_an_instruction_reply_whose_announce_failed_late_is_counted_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The announce's own window (0.05 s) runs out before the reply's (0.1 s), and the
+    journal is slow to record it: the reply's window ends while the failure is being
+    recorded, and the failure is still counted, logged and recorded once."""
+    coord, _, channel = await coordinator("pending", "degrade")
+    channel.errors = [TransientUpstreamError("Sync down")] * 50
+    intent, _ = await submit(coord, via="instruction")
+    transition = coord.journal.transition
+
+    async def slow(*args: Any, **kwargs: Any) -> Intent | None:
+        await asyncio.sleep(0.2)
+        return await transition(*args, **kwargs)
+
+    monkeypatch.setattr(coord.journal, "transition", slow)
+    with caplog.at_level(logging.WARNING, logger="flex_bridge.coordinator"):
+        announced = await coord.announce_only(intent, 0.1)
+    assert announced.state == "announced" and announced.late_announce
+    writes = "flex_bridge_sync_writes_total"
+    assert sample(coord, writes, outcome="announce_failed") == 1
+    assert sample(coord, writes, outcome="went_ahead_unannounced") == 1
+    assert len([r for r in caplog.records if "Sync unavailable" in r.getMessage()]) == 1
     await coord.close()
     await coord.journal.close()

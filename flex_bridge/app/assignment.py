@@ -38,12 +38,6 @@ TIMEOUT_LOOKUP_BOUND = 1.0  # seconds a callback may spend learning the workflow
 INSTRUCT_MARGIN = 0.5  # seconds before the reply's deadline that recording an instruction needs
 
 
-def attributes(raw: str | None, what: str = "the attributes") -> JSON:
-    """Task or worker attributes as TaskRouter sends them (a JSON string); ``{}`` if not an
-    object; ``TooDeep`` (a ``ValidationError``) when nested deeper than ``MAX_DEPTH``."""
-    return read_attributes(raw, what)
-
-
 @dataclass(frozen=True, slots=True)
 class OfferFacts:
     """What the policy matches on, and what an intent needs, about one pending reservation."""
@@ -65,8 +59,8 @@ class OfferFacts:
             worker_sid=form["WorkerSid"],
             task_queue_sid=form.get("TaskQueueSid") or None,
             workflow_sid=form.get("WorkflowSid") or None,
-            task_attributes=attributes(form.get("TaskAttributes"), "TaskAttributes"),
-            worker_attributes=attributes(form.get("WorkerAttributes"), "WorkerAttributes"),
+            task_attributes=read_attributes(form.get("TaskAttributes"), "TaskAttributes"),
+            worker_attributes=read_attributes(form.get("WorkerAttributes"), "WorkerAttributes"),
         )
 
     @classmethod
@@ -78,8 +72,8 @@ class OfferFacts:
             worker_sid=res.worker_sid,
             task_queue_sid=offer.task_queue_sid,
             workflow_sid=offer.workflow_sid,
-            task_attributes=attributes(offer.task_attributes, "TaskAttributes"),
-            worker_attributes=attributes(offer.worker_attributes, "WorkerAttributes"),
+            task_attributes=read_attributes(offer.task_attributes, "TaskAttributes"),
+            worker_attributes=read_attributes(offer.worker_attributes, "WorkerAttributes"),
             created_at=res.date_created,
         )
 

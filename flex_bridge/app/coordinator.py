@@ -48,7 +48,7 @@ from flex_bridge.adapters.sync_channel import SyncChannelPort
 from flex_bridge.adapters.taskrouter import ReservationsPort
 from flex_bridge.app.drivers import Drivers, Handoff
 from flex_bridge.app.metrics import Metrics
-from flex_bridge.app.ownership import Lease, LeaseLost, Ownership
+from flex_bridge.app.ownership import LeaseLost, Ownership
 from flex_bridge.app.waiters import Waiters
 from flex_bridge.domain import protocol
 from flex_bridge.domain.intents import ErrorInfo, Intent, channel_item, new_intent_id
@@ -144,7 +144,6 @@ class Coordinator:
         )
         self.waiters = Waiters()
         self.ownership = Ownership(journal, owner)
-        self._fences: dict[str, Lease] = {}  # intent id -> its lease, while driven here
         self.last_events = LastEvents()
 
     # ------------------------------------------------------------------------- submitting
@@ -181,31 +180,29 @@ class Coordinator:
             via=via,
             extra={"before_accept": True} if before_accept and self.enrich else {},
         )
-        if intent.via != "rest":
-            intent, created = await self.journal.submit(intent)
-            if created:
-                self._stepped(intent)
-            return intent, created
-        if not self.drivers.reserve():
-            intent, created = await self.journal.submit(intent)
-            if created:
-                self._stepped(intent)
-                self.start(intent.intent_id)
-            return intent, created
-        # A driver's place is free: take the lease in the submit's transaction, and hand the
-        # driver the intent, so it neither reads it back nor takes the lease again.
+        # A REST intent for which a driver's place is free takes its lease in the submit's
+        # transaction, and its driver is handed the intent: it neither reads it back nor takes
+        # the lease again. Others start when a driver is free; instructions are not driven.
+        rest = intent.via == "rest"
+        reserved = rest and self.drivers.reserve()
+        token: int | None = None
         try:
-            intent, created, token = await self.journal.submit_leased(
-                intent, self.ownership.owner, self.ownership.ttl
-            )
+            if reserved:
+                intent, created, token = await self.journal.submit_leased(
+                    intent, self.ownership.owner, self.ownership.ttl
+                )
+            else:
+                intent, created = await self.journal.submit(intent)
         except BaseException:
-            self.drivers.unreserve()
+            if reserved:
+                self.drivers.unreserve()
             raise
-        if not created or token is None:
+        if reserved and (not created or token is None):
             self.drivers.unreserve()
         if created:
             self._stepped(intent)
-            self.drivers.start(intent.intent_id, None if token is None else (intent, token))
+            if rest:
+                self.drivers.start(intent.intent_id, None if token is None else (intent, token))
         return intent, created
 
     def start(self, intent_id: str) -> None:
@@ -238,13 +235,10 @@ class Coordinator:
         async with self.ownership.holding(intent_id, token) as lease:
             if lease is None:
                 return  # another instance drives it (rule 9)
-            self._fences[intent_id] = lease
             try:
                 await self._steps(submitted or await self.journal.get(intent_id))
             except LeaseLost:
                 logger.warning("intent %s: lease lost; left to its new owner", intent_id)
-            finally:
-                del self._fences[intent_id]
 
     async def _steps(self, intent: Intent | None) -> None:
         counted = False  # the first send's attempt went into the journal with ``announced``
@@ -273,7 +267,7 @@ class Coordinator:
     async def _move(
         self, intent: Intent, expected: tuple[str, ...], *, release: bool = False, **changes: Any
     ) -> Intent:
-        lease = self._fences.get(intent.intent_id)
+        lease = self.ownership.lease(intent.intent_id)  # driven here: its transitions fenced
         fence = lease.token if lease is not None else None
         owner = self.ownership.owner if release and lease is not None else None
         moved = await self.journal.transition(
@@ -302,20 +296,28 @@ class Coordinator:
             on_retry=self.metrics.on_retry("sync"),
         )
 
-    async def _announce(self, intent: Intent, *, count_attempt: bool = False) -> Intent:
+    async def _announce(
+        self, intent: Intent, *, count_attempt: bool = False, cap: float | None = None
+    ) -> Intent:
         """Announce; ``count_attempt``: journal the first send's attempt with ``announced``
-        (one transaction fewer; the send follows at once)."""
+        (one transaction fewer; the send follows at once). ``cap``: the announce fails after
+        at most this many seconds, whatever the mode."""
         mode = self.policy.sync.mode
         window = protocol.announce_window(
             mode, self.clock(), self.policy.sync.announce_timeout, intent.deadline
         )
+        wait = window.wait
+        if cap is not None:
+            wait = cap if wait is None else min(wait, cap)
         try:
-            async with asyncio.timeout(window.wait):
+            async with asyncio.timeout(wait):
                 await self._write(intent, window.retry_until)
         except (FlexBridgeError, TimeoutError) as exc:
-            return await self._unannounced(intent, str(exc) or type(exc).__name__)
+            late = isinstance(exc, TimeoutError) and wait is not None
+            why = f"announce not done in {wait:.1f} s" if late else str(exc) or type(exc).__name__
+            return await self._unannounced(intent, why)
         self.metrics.sync_writes.labels("announced").inc()
-        if count_attempt and intent.attempts == 0:
+        if count_attempt:  # a recorded intent has made no attempt yet
             return await self._move(intent, ("recorded",), state="announced", attempts=1)
         return await self._move(intent, ("recorded",), state="announced")
 
@@ -401,7 +403,7 @@ class Coordinator:
         count("taskrouter", current.op, "ok").inc()
         return protocol.after_sending(current.op, view.status)
 
-    async def _apply(self, intent: Intent, counted: bool = False) -> Intent:
+    async def _apply(self, intent: Intent, counted: bool) -> Intent:
         """``counted``: the first send's attempt is journaled already (``_announce``)."""
         form = rest_params(intent.op, intent.params)
         sent_before = intent.attempts - (1 if counted else 0)
@@ -525,11 +527,9 @@ class Coordinator:
         """Announce within ``timeout`` (for instructions sent in the callback reply). An
         announce that did not finish in time failed, and rule 7 decides: in strict mode no
         announce means no change (the intent is refused, and settled as such); in degrade
-        mode the instruction goes out and the announce comes late."""
-        try:
-            announced = await asyncio.wait_for(self._announce(intent), timeout)
-        except TimeoutError:
-            announced = await self._unannounced(intent, f"announce not done in {timeout:.1f} s")
+        mode the instruction goes out and the announce comes late. One timer (the announce
+        window's, or ``timeout`` if sooner), so a failure is counted and recorded once."""
+        announced = await self._announce(intent, cap=timeout)
         if announced.state == "refused":
             self.start(announced.intent_id)  # settle the refusal on the channel
         return announced

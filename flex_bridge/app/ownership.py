@@ -87,6 +87,10 @@ class Ownership:
                 with contextlib.suppress(FlexBridgeError):
                     await self.journal.release_lease(name, self.owner)
 
+    def lease(self, name: str) -> Lease | None:
+        """The lease ``name`` while a driver here holds it (``holding``); else None."""
+        return self._held.get(name)
+
     async def _renew(self) -> None:
         """One task renews every lease held, every third of their life (one journal batch),
         and stops any driver whose lease was lost; it ends when none is held."""

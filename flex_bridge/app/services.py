@@ -42,6 +42,7 @@ class Services:
     coordinator: Coordinator
     handlers: HandlerRegistry
     enrichment: Enrichment | None = None
+    # What was opened, in the order it was: ``close`` runs them in reverse.
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     recovery: Recovery = field(init=False)
     inbox: EventInbox = field(init=False)
@@ -94,28 +95,29 @@ async def open_services(settings: Settings, metrics: Metrics) -> Services:
 
     On failure, what was opened is closed again before the error goes on.
     """
-    http = BridgeHttpClient(settings.twilio_base_url, timeout=settings.http_timeout)
-    opened: list[Callable[[], Awaitable[None]]] = [http.close]
+    closers: list[Callable[[], Awaitable[None]]] = []
     try:
-        return await _open(settings, metrics, http, opened)
+        return await _open(settings, metrics, closers)
     except BaseException:
-        for closer in reversed(opened):
+        for closer in reversed(closers):
             with contextlib.suppress(Exception):
                 await closer()
         raise
 
 
 async def _open(
-    settings: Settings,
-    metrics: Metrics,
-    http: BridgeHttpClient,
-    opened: list[Callable[[], Awaitable[None]]],
+    settings: Settings, metrics: Metrics, closers: list[Callable[[], Awaitable[None]]]
 ) -> Services:
-    user, password = settings.rest_auth
-    client = Client(user, password, account_sid=settings.account_sid, http_client=http)
+    """Open the adapters, each one's ``close`` added to ``closers`` as it opens: closed in
+    reverse (``Services.close``), the journal last, after the HTTP client and the
+    enrichment (whose ``close`` cancels enricher calls that may still be using the client)."""
     journal = open_journal(settings.journal)
     await journal.open()
-    opened.append(journal.close)
+    closers.append(journal.close)
+    http = BridgeHttpClient(settings.twilio_base_url, timeout=settings.http_timeout)
+    closers.append(http.close)
+    user, password = settings.rest_auth
+    client = Client(user, password, account_sid=settings.account_sid, http_client=http)
     taskrouter = TwilioTaskRouter(client, settings.workspace_sid)
     channel = TwilioSyncChannel(
         client,
@@ -125,11 +127,9 @@ async def _open(
     )
     tokens = TwilioTokenValidator(http, settings.account_sid, settings.rest_auth)
     enrichment: Enrichment | None = None
-    closers: list[Callable[[], Awaitable[None]]] = [http.close, journal.close]
     if settings.policy.enrichment.enrichers:
         enrichment = Enrichment(settings.policy.enrichment, taskrouter, metrics=metrics)
-        closers.insert(0, enrichment.close)
-        opened.append(enrichment.close)
+        closers.append(enrichment.close)
     coordinator = Coordinator(
         journal,
         channel,

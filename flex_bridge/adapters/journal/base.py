@@ -225,28 +225,34 @@ def row_to_intent(row: Sequence[Any]) -> Intent:
     )
 
 
+# The intent's fields in the order of their columns (``FIELDS``): ``error`` is two columns.
+INTENT_FIELDS: Final = tuple(
+    dict.fromkeys("error" if name.startswith("error_") else name for name in FIELDS)
+)
+JSON_FIELDS: Final = frozenset({"params", "extra"})
+
+
+def column_values(fields: Iterable[tuple[str, Any]]) -> list[Any]:
+    """Intent fields ``(name, value)`` as stored, column by column in the order given: the
+    one encoding of every journal. ``error`` is two columns (``error_code``,
+    ``error_message``), ``params`` and ``extra`` JSON text (``dump_json``), ``late_announce``
+    a bool (1/0 in SQLite); the others as they are."""
+    values: list[Any] = []
+    for name, value in fields:
+        if name == "error":
+            values += (value.code, value.message) if value is not None else (None, None)
+        elif name in JSON_FIELDS:
+            values.append(dump_json(value))
+        elif name == "late_announce":
+            values.append(bool(value))
+        else:
+            values.append(value)
+    return values
+
+
 def intent_values(intent: Intent) -> tuple[Any, ...]:
-    """The row of ``intent``, in ``FIELDS`` order (``late_announce`` a bool: 1/0 in SQLite)."""
-    return (
-        intent.intent_id,
-        intent.reservation_sid,
-        intent.task_sid,
-        intent.worker_sid,
-        intent.op,
-        intent.source,
-        intent.via,
-        dump_json(intent.params),
-        intent.state,
-        intent.deadline,
-        intent.attempts,
-        intent.reservation_status,
-        intent.error.code if intent.error else None,
-        intent.error.message if intent.error else None,
-        bool(intent.late_announce),
-        dump_json(intent.extra),
-        intent.created_at,
-        intent.updated_at,
-    )
+    """The row of ``intent``, in ``FIELDS`` order."""
+    return tuple(column_values((name, getattr(intent, name)) for name in INTENT_FIELDS))
 
 
 def joins(existing: Intent | None, intent: Intent) -> bool:

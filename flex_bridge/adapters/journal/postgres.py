@@ -172,7 +172,6 @@ _ACTIVE = (
 # Take the lease: insert it, renew it (same owner, unexpired: same token), or take it over
 # (expired: a new token, drawn only once the row is locked, so it is the newest); no row when
 # another owner holds it. $1 name, $2 owner, $3 until, $4 now.
-_RELEASE = "UPDATE leases SET expires_at = $3 WHERE name = $1 AND owner = $2 AND expires_at > $3"
 _ACQUIRE = """
     INSERT INTO leases AS l (name, owner, token, expires_at)
     VALUES ($1, $2, nextval('lease_tokens'), $3)
@@ -184,6 +183,8 @@ _ACQUIRE = """
     WHERE l.owner = excluded.owner OR l.expires_at <= $4
     RETURNING token
 """
+# Let the lease $1 go at once ($3 now) if $2 holds it: the row stays, expired.
+_RELEASE = "UPDATE leases SET expires_at = $3 WHERE name = $1 AND owner = $2 AND expires_at > $3"
 # Up to $4 entries not done and not leased (or whose lease ran out), the oldest first, leased
 # to $1 until $2; $3 now. SKIP LOCKED: a concurrent taker's rows are passed by.
 _TAKE = """
@@ -556,7 +557,7 @@ async def _transition(
     changes: dict[str, Any],
     now: float,
     fence: int | None,
-    release: str | None = None,
+    release: str | None,
 ) -> Intent | None:
     async with conn.transaction():
         if fence is not None:

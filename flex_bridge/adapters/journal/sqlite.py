@@ -47,6 +47,7 @@ from typing import Any, Final, TypeVar
 from flex_bridge.adapters.journal import sqlite_sql as sql
 from flex_bridge.adapters.journal.base import (
     COLUMNS,
+    MEMORY,
     dump_body,
     load_body,
 )
@@ -193,7 +194,7 @@ class SqliteJournal:
     @property
     def lock_path(self) -> str | None:
         """The file whose ``flock`` marks the journal as in use (None: ``:memory:``, read-only)."""
-        if self.path in ("", ":memory:") or self.read_only:
+        if self.path in ("", MEMORY) or self.read_only:
             return None
         return f"{self.path}.lock"
 
@@ -236,7 +237,7 @@ class SqliteJournal:
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._file = _File.of(self.path)
             return db
-        if self.path not in ("", ":memory:"):
+        if self.path not in ("", MEMORY):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(self.lock_path, self.path)
         try:
@@ -249,7 +250,7 @@ class SqliteJournal:
             db.execute("PRAGMA synchronous=FULL")
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             db.executescript(SCHEMA)
-            if self.path not in ("", ":memory:"):
+            if self.path not in ("", MEMORY):
                 self._file = _File.of(self.path)
         except BaseException:
             db.close()
@@ -447,7 +448,7 @@ class SqliteJournal:
             args += (intent_id, fence, now)  # the lease, held with that token, unexpired
 
         def operation(db: sqlite3.Connection) -> Intent | None:
-            moved = sql.transition(db, statement, args)
+            moved = sql.one(db, statement, args)  # the row as stored now, if it moved
             if moved is not None and release is not None:
                 sql.release_lease(db, intent_id, release, now)
             return moved

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+from collections.abc import Sequence
 from typing import Any, Final
 
 from flex_bridge.adapters.journal.base import (
     COLUMNS,
     FIELDS,
     FINAL_STATUSES,
+    INTENT_FIELDS,
     after_claim,
+    column_values,
     dump_json,
     intent_values,
     joins,
@@ -34,7 +37,7 @@ ACTIVE = (
 
 
 # The operations, each run whole in the writer thread; a write inside its batch's transaction.
-def one(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> Intent | None:
+def one(db: sqlite3.Connection, sql: str, args: Sequence[Any]) -> Intent | None:
     row = db.execute(sql, args).fetchone()
     return row_to_intent(row) if row else None
 
@@ -81,38 +84,21 @@ def submit(db: sqlite3.Connection, intent: Intent) -> tuple[Intent, bool]:
     return intent, True
 
 
-def transition(db: sqlite3.Connection, sql: str, args: list[Any]) -> Intent | None:
-    """One ``UPDATE ... RETURNING``: the compare-and-set (state, and the fence's lease), the
-    changed columns only, and the row as stored now."""
-    row = db.execute(sql, args).fetchone()
-    return row_to_intent(row) if row else None
-
-
 # The columns an intent field changes, for ``transition``: ``error`` is two; ``intent_id`` and
 # ``updated_at`` are not changed this way (the row's key; the time of the change).
-_NOT_FIELDS: Final = frozenset({"intent_id", "updated_at", "error_code", "error_message"})
 _COLUMNS_OF: Final = {
-    **{name: (name,) for name in FIELDS if name not in _NOT_FIELDS},
-    "error": ("error_code", "error_message"),
+    name: ("error_code", "error_message") if name == "error" else (name,)
+    for name in INTENT_FIELDS
+    if name not in ("intent_id", "updated_at")
 }
-_JSON_FIELDS: Final = frozenset({"params", "extra"})
 
 
 def column_args(changes: dict[str, Any]) -> list[Any]:
     """The values of ``changes`` as stored, in the order of ``update_sql``'s columns."""
-    args: list[Any] = []
-    for name, value in changes.items():
-        if name == "error":
-            args += (value.code, value.message) if value is not None else (None, None)
-        elif name in _JSON_FIELDS:
-            args.append(dump_json(value))
-        elif name == "late_announce":
-            args.append(bool(value))
-        elif name in _COLUMNS_OF:
-            args.append(value)
-        else:
+    for name in changes:
+        if name not in _COLUMNS_OF:
             raise TypeError(f"transition: an intent has no field {name!r} to change")
-    return args
+    return column_values(changes.items())
 
 
 @functools.lru_cache(maxsize=256)
