@@ -284,13 +284,35 @@ async def serve_bridge(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, shutdown.set)
-    limits = Limits(settings.header_timeout, settings.max_connections)
-    serving = [serve_app(app, sock, shutdown, settings.server, limits)]
+
+    def limits() -> Limits:
+        return Limits(settings.header_timeout, settings.max_connections)
+
+    serving = [serve_app(app, sock, shutdown, settings.server, limits())]
     if metrics_sock is not None:
+        # Limits of its own: connections flooding the main port do not stop the scrapes.
         metrics_app = create_metrics_app(app.config["metrics"], settings.metrics_token)
-        serving.append(serve_app(metrics_app, metrics_sock, shutdown, settings.server, limits))
+        serving.append(serve_app(metrics_app, metrics_sock, shutdown, settings.server, limits()))
     await asyncio.gather(*serving)
     return 0
+
+
+def _stop_line(message: str) -> None:
+    """The one line on stderr that says why the command stops: a JSON log record when
+    ``FLEX_BRIDGE_LOG_FORMAT=json`` (read here, as the settings may be what failed), else
+    ``flex-bridge: <message>``."""
+    import logging
+    import os
+
+    from flex_bridge import logs
+
+    if os.environ.get("FLEX_BRIDGE_LOG_FORMAT", "").strip() == "json":
+        record = logging.LogRecord(
+            "flex_bridge.cli", logging.CRITICAL, __file__, 0, message, None, None
+        )
+        print(logs.formatter("json").format(record), file=sys.stderr)
+    else:
+        print(f"flex-bridge: {message}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -356,9 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return run(run_demo(options))
     except ConfigError as exc:
-        print(f"flex-bridge: configuration error: {exc}", file=sys.stderr)
+        _stop_line(f"configuration error: {exc}")
         return 2
     except OSError as exc:
-        print(f"flex-bridge: {exc}", file=sys.stderr)
+        _stop_line(str(exc))
         return 1
     return 2

@@ -284,6 +284,29 @@ async def test_metrics_on_their_own_port_behind_a_token(serve: Callable[..., Any
     assert (await served.get("/readyz", base=elsewhere))[0] == 404  # /metrics only
 
 
+async def test_a_flood_on_the_main_port_does_not_stop_the_scrapes(
+    serve: Callable[..., Any],
+) -> None:
+    metrics_port = free_port()
+    served = await serve(metrics_port=metrics_port, max_connections=2)
+    host, port = "127.0.0.1", int(served.url.rsplit(":", 1)[1])
+    held = [await asyncio.open_connection(host, port) for _ in range(2)]
+    try:
+        over = b""
+        for _ in range(100):  # until the server has counted both held connections
+            over = await _get(host, port)
+            if over.startswith(b"HTTP/1.1 503"):
+                break
+            await asyncio.sleep(0.05)
+        assert b"too_many_connections" in over, over
+        status, body, _ = await served.get("/metrics", base=f"http://{host}:{metrics_port}")
+        assert status == 200 and "flex_bridge_build_info{" in body
+    finally:
+        for _, writer in held:
+            writer.close()
+            await writer.wait_closed()
+
+
 async def test_metrics_behind_a_token_on_the_main_port(serve: Callable[..., Any]) -> None:
     served = await serve(metrics_token="scrape-me")
     status, body, _ = await served.get("/metrics")

@@ -4,6 +4,7 @@ named by a WARNING at start-up; ``--version`` and ``flex_bridge_build_info``."""
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 from collections.abc import Callable
@@ -183,6 +184,26 @@ def test_bad_operations_settings(serve: Serve, name: str, value: str) -> None:
     code, _, err = serve(**{"FLEX_BRIDGE_DEV": "1", name: value})
     assert code == 2
     _one_line(err, name)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"FLEX_BRIDGE_MAX_CONNECTIONS": "many"}, "FLEX_BRIDGE_MAX_CONNECTIONS"),
+        ({"FLEX_BRIDGE_SERVER": "gunicorn"}, "FLEX_BRIDGE_SERVER"),
+    ],
+)
+def test_with_json_logs_the_stop_line_is_json_too(
+    serve: Serve, env: dict[str, str], named: str
+) -> None:
+    """A log pipeline reading stderr gets the reason for exit 2 as a record like any other."""
+    code, out, err = serve(FLEX_BRIDGE_DEV="1", FLEX_BRIDGE_LOG_FORMAT="json", **env)
+    assert code == 2 and "listening" not in out
+    assert err.count("\n") == 1, err
+    record = json.loads(err)
+    assert record["level"] == "CRITICAL" and record["logger"] == "flex_bridge.cli"
+    assert record["message"].startswith(f"configuration error: {named}"), record
+    assert {"timestamp", "level", "logger", "message"} <= set(record)
 
 
 def test_operations_settings() -> None:
