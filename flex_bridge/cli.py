@@ -12,7 +12,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flex_bridge.errors import ConfigError
 
@@ -335,22 +335,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             from flex_bridge.serving import loop_setting, run, server_setting
 
             # The environment, then each flag given over it (checked as its variable is).
-            emulator_settings = EmulatorSettings.from_env()
-            if args.rest_path is not None:
-                rest_path = rest_path_setting("--rest-path", args.rest_path)
-                emulator_settings = dataclasses.replace(emulator_settings, rest_path=rest_path)
-            if args.admin_token is not None:
-                admin_token = admin_token_setting("--admin-token", args.admin_token)
-                emulator_settings = dataclasses.replace(emulator_settings, admin_token=admin_token)
-            if args.admin_origin is not None:
-                origins = admin_origins_setting("--admin-origin", args.admin_origin)
-                emulator_settings = dataclasses.replace(emulator_settings, admin_origins=origins)
-            if args.server is not None:
-                server = server_setting("--server", args.server)
-                emulator_settings = dataclasses.replace(emulator_settings, server=server)
-            if args.loop is not None:
-                loop = loop_setting("--loop", args.loop)
-                emulator_settings = dataclasses.replace(emulator_settings, loop=loop)
+            flags = (
+                ("rest_path", "--rest-path", rest_path_setting),
+                ("admin_token", "--admin-token", admin_token_setting),
+                ("admin_origins", "--admin-origin", admin_origins_setting),
+                ("server", "--server", server_setting),
+                ("loop", "--loop", loop_setting),
+            )
+            given: dict[str, Any] = {
+                field: check(flag, raw)
+                for field, flag, check in flags
+                if (raw := getattr(args, flag[2:].replace("-", "_"))) is not None
+            }
+            emulator_settings = dataclasses.replace(EmulatorSettings.from_env(), **given)
             if args.host not in LOOPBACK:
                 print(
                     f"warning: the emulator listens on {args.host}, not on loopback: anyone who "
