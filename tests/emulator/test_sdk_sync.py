@@ -683,3 +683,37 @@ async def test_a_subscriber_that_falls_behind_is_closed_1008(
 
         emulator.call(flood)
         assert await close_code(conn) == 1008
+
+
+async def test_events_keep_the_feeds_order_when_they_come_one_tick_apart(
+    emulator: RunningEmulator, admin: Admin
+) -> None:
+    """While the session awaits a send, the feed goes on publishing. A second reader of the
+    feed's queue used to take the next message meanwhile, and two events went out swapped
+    (an ``itemRemoved`` before the ``itemUpdated`` it followed)."""
+    sid = await rest_map(admin, emulator, "agents")
+    count = 300
+    async with session(emulator, await new_token(admin)) as conn:
+        assert await subscribe(conn, "agents") == sid
+
+        def trickle(emu: Emulator) -> asyncio.Task[None]:
+            async def publish() -> None:
+                for revision in range(1, count + 1):
+                    emu.feed.publish(
+                        {
+                            "product": "sync",
+                            "type": "map_item.updated",
+                            "map_sid": sid,
+                            "key": "alice",
+                            "revision": str(revision),
+                            "data": {"v": revision},
+                        }
+                    )
+                    await asyncio.sleep(0)  # one loop tick: the session runs in between
+
+            return asyncio.get_running_loop().create_task(publish())
+
+        emulator.call(trickle)
+        revisions = [int((await receive(conn))["revision"]) for _ in range(count)]
+        assert revisions == list(range(1, count + 1))
+        await nothing_pending(conn)

@@ -55,6 +55,14 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
+async def _next_batch(queue: FeedQueue) -> list[Message | None]:
+    """The next feed message and every one queued behind it, taken in one step."""
+    batch = [await queue.get()]
+    while not queue.empty():
+        batch.append(queue.get_nowait())
+    return batch
+
+
 def _parse(raw: str | bytes) -> Message | None:
     try:
         value = strict_json(raw)
@@ -213,7 +221,7 @@ class SyncSession:
 
     async def _serve(self, queue: FeedQueue) -> None:
         receiving = asyncio.ensure_future(websocket.receive())
-        feeding = asyncio.ensure_future(queue.get())
+        feeding = asyncio.ensure_future(_next_batch(queue))
         try:
             await self._watch_expiry()
             while True:
@@ -223,12 +231,15 @@ class SyncSession:
                     return_when=asyncio.FIRST_COMPLETED,
                 )
                 await self._watch_expiry()
-                # Everything the feed published so far, in its order, then the client.
-                if feeding.done():
-                    await self._forward(feeding.result())
-                    feeding = asyncio.ensure_future(queue.get())
-                while not queue.empty():
-                    await self._forward(queue.get_nowait())
+                # Everything the feed published so far, in its order, then the client. Only
+                # the feeding task reads the queue: a second reader could take the next
+                # message while a send is awaited, and the two would go out swapped.
+                while feeding.done() or not queue.empty():
+                    if not feeding.done():
+                        await asyncio.wait({feeding})  # woken already: the queue holds one
+                    for message in feeding.result():
+                        await self._forward(message)
+                    feeding = asyncio.ensure_future(_next_batch(queue))
                 if receiving.done():
                     raw = receiving.result()
                     receiving = asyncio.ensure_future(websocket.receive())
