@@ -8,6 +8,7 @@ from pathlib import Path
 from flex_bridge.adapters.journal import SqliteJournal
 from flex_bridge.app.assignment import OfferFacts, answer_callback
 from flex_bridge.domain.intents import Intent
+from tests.support.bridge import wait_until
 from tests.support.clock import Clock
 from tests.support.fakes import WK, WR, WT, FakeChannel, FakeTaskRouter
 from tests.test_reconcile import services
@@ -44,9 +45,15 @@ async def test_a_callback_answered_late_still_records_its_intent(tmp_path: Path)
         raise AssertionError("the slow journal should have outlasted the budget")
     except TimeoutError:
         pass
-    await asyncio.sleep(0.3)
-    await svc.coordinator.idle()
-    latest = await journal.latest_for_reservation(WR)
-    assert latest is not None and latest.settled and latest.outcome == "applied"
+
+    async def settled() -> Intent | None:
+        # The shielded write goes on after the reply gave up, then the coordinator drives
+        # it; a slow disk delays both, so wait for the outcome, not for a fixed time.
+        await svc.coordinator.idle()
+        latest = await journal.latest_for_reservation(WR)
+        return latest if latest is not None and latest.settled else None
+
+    latest = await wait_until(settled)
+    assert latest.outcome == "applied"
     assert tr.reservations.forms == [{"ReservationStatus": "accepted"}]
     await journal.close()
