@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import settings
 
 from flex_bridge.adapters.retry import set_testing
 from flex_bridge.emulator.core import EmulatorConfig
@@ -23,6 +24,11 @@ from tests.support.emulator import (
 from tests.support.postgres import PostgresServer, running_postgres
 
 DEFAULT_SEED = SeedOptions()
+
+# No wall-clock deadline for property tests: on a loaded CI machine one example can take
+# several times its usual 40 ms, and hypothesis would fail it as DeadlineExceeded.
+settings.register_profile("flex-bridge", deadline=None)
+settings.load_profile("flex-bridge")
 TESTS = Path(__file__).parent
 
 # ``slow``: ``make test`` runs everything, ``make test-fast`` (``pytest -m "not slow"``) leaves
