@@ -31,7 +31,7 @@ from flex_bridge.settings import Settings
 
 STEPS = ("recorded", "announced", "applied")
 INBOX = "inbox"
-INBOX_KILL_DELAY = 0.5  # seconds: far more than the 204 takes to leave
+INBOX_KILL_DELAY = 2.0  # seconds: far more than the 204 takes to leave, even on a loaded CI
 logger = logging.getLogger("flex_bridge.crash")
 
 
@@ -63,6 +63,17 @@ def kill_after_recording(svc: Services, event_type: str) -> None:
 
     async def nothing() -> int:
         return 0
+
+    dispatch = svc.handlers.dispatch
+
+    async def dispatching(event: Mapping[str, str]) -> int:
+        # A drain already under way (the periodic sweep) may take the event after it was
+        # recorded: it must not apply it either, so it waits here for the kill.
+        if event.get("EventType") == event_type:
+            await asyncio.Event().wait()
+        return await dispatch(event)
+
+    svc.handlers.dispatch = dispatching  # type: ignore[method-assign]
 
     async def receiving(event: Mapping[str, str], token: str | None) -> bool:
         if event.get("EventType") != event_type:
