@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flex_bridge.app.events import Event, HandlerRegistry, load_handler
+from flex_bridge.adapters.journal import SqliteJournal
+from flex_bridge.app.events import Event, EventInbox, HandlerRegistry, event_key, load_handler
 from flex_bridge.app.metrics import Metrics
 from flex_bridge.errors import ConfigError
 
@@ -260,3 +261,41 @@ def test_a_module_that_fails_to_import_is_a_config_error(
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ConfigError, match=f"cannot import {name}"):
         load_handler(f"{name}:fn")
+
+
+async def test_one_drain_of_the_inbox_at_a_time(tmp_path: Path) -> None:
+    """The periodic sweep and the drain after a delivery never apply batches side by side:
+    they would apply events out of order, and ``idle`` could return while the sweep was
+    still applying what it took."""
+    journal = SqliteJournal(tmp_path / "journal.db")
+    await journal.open()
+    registry = HandlerRegistry()
+    inbox = EventInbox(journal, registry, "instance-a")
+    applied: list[str] = []
+    first_taken, release = asyncio.Event(), asyncio.Event()
+
+    async def handler(event: Event) -> None:
+        if event["ResourceSid"] == "first":
+            first_taken.set()
+            await release.wait()
+        applied.append(event["ResourceSid"])
+
+    registry.register("task.canceled", handler)
+    try:
+        first = {"EventType": "task.canceled", "ResourceSid": "first", "Timestamp": "1"}
+        await journal.inbox_put(event_key(first, None), first)
+        sweep = asyncio.create_task(inbox.once())  # the periodic sweep takes it
+        await first_taken.wait()
+        second = {"EventType": "task.canceled", "ResourceSid": "second", "Timestamp": "2"}
+        assert await inbox.receive(second, None)  # a delivery: applied soon
+        idle = asyncio.create_task(inbox.idle())
+        # Time enough for a second drain to apply "second" (the journal answers from its
+        # thread): the passing outcome does not depend on this time, only a wrong one does.
+        await asyncio.wait({idle}, timeout=0.5)
+        assert applied == [] and not idle.done()
+        release.set()
+        await idle
+        assert applied == ["first", "second"]
+        await sweep
+    finally:
+        await journal.close()

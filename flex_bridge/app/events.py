@@ -143,6 +143,10 @@ class EventInbox(Periodic):
         self.owner = owner
         self._draining: asyncio.Task[int] | None = None
         self._more = False
+        # One drain at a time in a process: the periodic sweep and one after a delivery
+        # would otherwise apply two batches side by side (out of order), and ``idle`` could
+        # return while the other was still applying its batch.
+        self._one_drain = asyncio.Lock()
 
     async def receive(self, event: Mapping[str, str], token: str | None) -> bool:
         """Record one delivery durably (``JournalError`` when it cannot be: not to be
@@ -174,11 +178,12 @@ class EventInbox(Periodic):
         """Apply every event not yet applied that no other instance is applying; returns how
         many."""
         applied = 0
-        while taken := await self.journal.inbox_take(self.owner, INBOX_LEASE, INBOX_BATCH):
-            for key, event in taken:
-                await self.handlers.dispatch(event)
-                await self.journal.inbox_done(key)
-                applied += 1
+        async with self._one_drain:
+            while taken := await self.journal.inbox_take(self.owner, INBOX_LEASE, INBOX_BATCH):
+                for key, event in taken:
+                    await self.handlers.dispatch(event)
+                    await self.journal.inbox_done(key)
+                    applied += 1
         return applied
 
     async def idle(self) -> None:
