@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.multi.conftest import ACCEPT_ALL, DEFER_ALL, Rig, StartRig
-from tests.support.bridge import item_writes, reservation_updates, settled_item
+from tests.support.bridge import applied_changes, item_writes, reservation_updates, settled_item
 from tests.support.instances import eventually
 
 pytestmark = pytest.mark.slow
@@ -60,10 +60,6 @@ async def settled(rig: Rig, reservation_sid: str, timeout: float = 30.0) -> dict
         timeout=timeout,
     )
     return item
-
-
-def applied_changes(entries: list[dict[str, Any]], reservation_sid: str) -> list[dict[str, Any]]:
-    return [u for u in reservation_updates(entries, reservation_sid) if u.get("applied")]
 
 
 async def intent_rows(rig: Rig, reservation_sid: str) -> list[Any]:

@@ -130,6 +130,11 @@ def reservation_updates(
     ]
 
 
+def applied_changes(entries: list[dict[str, Any]], reservation_sid: str) -> list[dict[str, Any]]:
+    """The reservation's updates that TaskRouter applied (a refused one is logged too)."""
+    return [u for u in reservation_updates(entries, reservation_sid) if u.get("applied")]
+
+
 async def wait_until(
     predicate: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05
 ) -> Any:
