@@ -29,6 +29,7 @@ DEFAULT_SEED = SeedOptions()
 # several times its usual 40 ms, and hypothesis would fail it as DeadlineExceeded.
 settings.register_profile("flex-bridge", deadline=None)
 settings.load_profile("flex-bridge")
+
 TESTS = Path(__file__).parent
 
 # ``slow``: ``make test`` runs everything, ``make test-fast`` (``pytest -m "not slow"``) leaves
